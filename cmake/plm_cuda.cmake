@@ -1,0 +1,12 @@
+# plm::cuda: the CUDA backend target. Requires the CUDA toolkit; CPU-only builds never read this file.
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(FATAL_ERROR "plm: PLM_CUDA=ON but no CUDA compiler was found; install the CUDA toolkit or set PLM_CUDA=OFF")
+endif()
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+add_library(plm_cuda INTERFACE)
+add_library(plm::cuda ALIAS plm_cuda)
+target_link_libraries(plm_cuda INTERFACE plm::plm CUDA::cudart CUDA::cublas)
+target_compile_definitions(plm_cuda INTERFACE PLM_HAS_CUDA)

@@ -1,0 +1,25 @@
+# Finds what plm::plm links. Used by plm's own build and by the installed
+# plmConfig.cmake, with the same options, so both resolve dependencies alike.
+include(CMakeFindDependencyMacro)
+
+find_package(Eigen3 3.3 REQUIRED NO_MODULE)
+
+if(PLM_OPENMP)
+  find_package(OpenMP REQUIRED COMPONENTS CXX)
+endif()
+
+set(PLM_USE_BLAS OFF)
+if(PLM_BLAS STREQUAL "ON" OR PLM_BLAS STREQUAL "AUTO")
+  set(BLA_VENDOR OpenBLAS)
+  if(PLM_BLAS STREQUAL "ON")
+    find_package(BLAS REQUIRED)
+  else()
+    find_package(BLAS QUIET)
+  endif()
+  if(BLAS_FOUND)
+    set(PLM_USE_BLAS ON)
+  endif()
+endif()
+if(NOT PLM_DEPENDENCIES_QUIET)
+  message(STATUS "plm: OpenBLAS route for GEMM: ${PLM_USE_BLAS}; OpenMP: ${PLM_OPENMP}")
+endif()

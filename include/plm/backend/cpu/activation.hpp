@@ -1,0 +1,82 @@
+#pragma once
+// Activations and their backward: gelu (tanh approximation, HF "gelu_new"),
+// silu, relu. Eigen's vectorized tanh / exp do the transcendental work.
+// Outputs may alias inputs.
+#include "plm/backend/cpu/common.hpp"
+
+namespace plm::detail {
+
+struct cpu_activation {
+  template <class T, class F>
+  static void unary(const char* op, CView<T> x, View<T> y, F f) {
+    require_compute_type<T>(op);
+    check_same_shape(op, "x", x.shape(), "y", y.shape());
+    const T* px = x.data();
+    T* py = y.data();
+    parallel_for(x.numel(), 16, [&](index_t b, index_t e) {
+      for (index_t s = b; s < e; s += 4096) {  // cache-sized pieces keep temporaries in L1/L2
+        const index_t n = std::min<index_t>(4096, e - s);
+        ArrMap<T> out(py + s, n);
+        out = f(CArrMap<T>(px + s, n));
+      }
+    });
+  }
+  template <class T, class F>
+  static void unary_backward(const char* op, CView<T> x, CView<T> dy, View<T> dx, F f) {
+    require_compute_type<T>(op);
+    check_same_shape(op, "x", x.shape(), "dy", dy.shape());
+    check_same_shape(op, "x", x.shape(), "dx", dx.shape());
+    const T *px = x.data(), *pdy = dy.data();
+    T* pdx = dx.data();
+    parallel_for(x.numel(), 24, [&](index_t b, index_t e) {
+      for (index_t s = b; s < e; s += 4096) {
+        const index_t n = std::min<index_t>(4096, e - s);
+        ArrMap<T> out(pdx + s, n);
+        out = CArrMap<T>(pdy + s, n) * f(CArrMap<T>(px + s, n));
+      }
+    });
+  }
+
+  template <class T> static constexpr T gelu_k0 = T(0.7978845608028654);  // sqrt(2 / pi)
+  template <class T> static constexpr T gelu_k1 = T(0.044715);
+
+  // y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  template <class T>
+  static void gelu(CView<T> x, View<T> y) {
+    unary<T>("gelu", x, y, [](const auto& a) {
+      return (T(0.5) * a * (T(1) + (gelu_k0<T> * (a + gelu_k1<T> * a.cube())).tanh())).eval();
+    });
+  }
+  template <class T>
+  static void gelu_backward(CView<T> x, CView<T> dy, View<T> dx) {
+    unary_backward<T>("gelu_backward", x, dy, dx, [](const auto& a) {
+      const auto t = (gelu_k0<T> * (a + gelu_k1<T> * a.cube())).tanh().eval();
+      return (T(0.5) * (T(1) + t) + T(0.5) * a * (T(1) - t.square()) * gelu_k0<T> * (T(1) + T(3) * gelu_k1<T> * a.square())).eval();
+    });
+  }
+
+  // y = x * sigmoid(x)
+  template <class T>
+  static void silu(CView<T> x, View<T> y) {
+    unary<T>("silu", x, y, [](const auto& a) { return (a / (T(1) + (-a).exp())).eval(); });
+  }
+  template <class T>
+  static void silu_backward(CView<T> x, CView<T> dy, View<T> dx) {
+    unary_backward<T>("silu_backward", x, dy, dx, [](const auto& a) {
+      const auto s = (T(1) / (T(1) + (-a).exp())).eval();
+      return (s * (T(1) + a * (T(1) - s))).eval();
+    });
+  }
+
+  // y = max(x, 0); the derivative at 0 is taken as 0.
+  template <class T>
+  static void relu(CView<T> x, View<T> y) {
+    unary<T>("relu", x, y, [](const auto& a) { return a.max(T(0)).eval(); });
+  }
+  template <class T>
+  static void relu_backward(CView<T> x, CView<T> dy, View<T> dx) {
+    unary_backward<T>("relu_backward", x, dy, dx, [](const auto& a) { return (a > T(0)).template cast<T>().eval(); });
+  }
+};
+
+}  // namespace plm::detail

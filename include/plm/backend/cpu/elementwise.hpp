@@ -1,0 +1,149 @@
+#pragma once
+// Elementwise arithmetic, broadcasting over rows, layout changes and copies.
+// Outputs may alias inputs of the same shape (out[i] depends only on in[i]).
+#include <type_traits>
+
+#include "plm/backend/cpu/common.hpp"
+#include "plm/core/dtype.hpp"
+
+namespace plm::detail {
+
+struct cpu_elementwise {
+  // x[i] = value. Any element type.
+  template <class T>
+  static void fill(View<T> x, T value) {
+    check_not_null("fill", "x", x.data(), x.numel());
+    T* p = x.data();
+    parallel_for(x.numel(), 1, [&](index_t b, index_t e) {
+      for (index_t i = b; i < e; ++i) p[i] = value;
+    });
+  }
+
+  // dst = src. Any element type.
+  template <class T>
+  static void copy(CView<T> src, View<T> dst) {
+    check_same_shape("copy", "src", src.shape(), "dst", dst.shape());
+    check_not_null("copy", "src", src.data(), src.numel());
+    check_not_null("copy", "dst", dst.data(), dst.numel());
+    if (src.data() != dst.data() && src.numel() > 0)
+      std::memcpy(dst.data(), src.data(), static_cast<std::size_t>(src.numel()) * sizeof(T));
+  }
+
+  // dst = src with a type conversion (float <-> double, float <-> bf16, ...).
+  template <class S, class D>
+  static void convert(CView<S> src, View<D> dst) {
+    check_same_shape("convert", "src", src.shape(), "dst", dst.shape());
+    const S* s = src.data();
+    D* d = dst.data();
+    parallel_for(src.numel(), 2, [&](index_t b, index_t e) {
+      for (index_t i = b; i < e; ++i) {
+        if constexpr (std::is_same_v<D, bf16>)
+          d[i] = bf16(static_cast<float>(s[i]));
+        else if constexpr (std::is_same_v<S, bf16>)
+          d[i] = static_cast<D>(static_cast<float>(s[i]));
+        else
+          d[i] = static_cast<D>(s[i]);
+      }
+    });
+  }
+
+  template <class T, class F>
+  static void binary(const char* op, CView<T> a, CView<T> b, View<T> out, F f) {
+    require_compute_type<T>(op);
+    check_same_shape(op, "a", a.shape(), "b", b.shape());
+    check_same_shape(op, "a", a.shape(), "out", out.shape());
+    const T *pa = a.data(), *pb = b.data();
+    T* po = out.data();
+    parallel_for(a.numel(), 1, [&](index_t s, index_t e) {
+      for (index_t i = s; i < e; ++i) po[i] = f(pa[i], pb[i]);
+    });
+  }
+
+  // out = a + b, a - b, a * b.
+  template <class T> static void add(CView<T> a, CView<T> b, View<T> out) { binary<T>("add", a, b, out, [](T x, T y) { return x + y; }); }
+  template <class T> static void sub(CView<T> a, CView<T> b, View<T> out) { binary<T>("sub", a, b, out, [](T x, T y) { return x - y; }); }
+  template <class T> static void mul(CView<T> a, CView<T> b, View<T> out) { binary<T>("mul", a, b, out, [](T x, T y) { return x * y; }); }
+
+  // out = alpha * x.
+  template <class T>
+  static void scale(CView<T> x, T alpha, View<T> out) {
+    require_compute_type<T>("scale");
+    check_same_shape("scale", "x", x.shape(), "out", out.shape());
+    const T* px = x.data();
+    T* po = out.data();
+    parallel_for(x.numel(), 1, [&](index_t s, index_t e) {
+      for (index_t i = s; i < e; ++i) po[i] = alpha * px[i];
+    });
+  }
+
+  // y += alpha * x.
+  template <class T>
+  static void axpy(T alpha, CView<T> x, View<T> y) {
+    require_compute_type<T>("axpy");
+    check_same_shape("axpy", "x", x.shape(), "y", y.shape());
+    const T* px = x.data();
+    T* py = y.data();
+    parallel_for(x.numel(), 1, [&](index_t s, index_t e) {
+      for (index_t i = s; i < e; ++i) py[i] += alpha * px[i];
+    });
+  }
+
+  template <class T, class F>
+  static void row_broadcast(const char* op, CView<T> x, CView<T> row, View<T> out, F f) {
+    require_compute_type<T>(op);
+    check_rank_at_least(op, "x", x.shape(), 1);
+    check_vector(op, "row", row.shape(), x.dim(-1));
+    check_same_shape(op, "x", x.shape(), "out", out.shape());
+    const index_t rows = x.shape().rows(), cols = x.dim(-1);
+    const T *px = x.data(), *pr = row.data();
+    T* po = out.data();
+    parallel_for(rows, cols, [&](index_t s, index_t e) {
+      for (index_t r = s; r < e; ++r)
+        for (index_t c = 0; c < cols; ++c) po[r * cols + c] = f(px[r * cols + c], pr[c]);
+    });
+  }
+
+  // out = x + row, out = x * row, with row (C) broadcast over x (..., C).
+  template <class T> static void add_row(CView<T> x, CView<T> row, View<T> out) { row_broadcast<T>("add_row", x, row, out, [](T a, T b) { return a + b; }); }
+  template <class T> static void mul_row(CView<T> x, CView<T> row, View<T> out) { row_broadcast<T>("mul_row", x, row, out, [](T a, T b) { return a * b; }); }
+
+  // out (C) = beta * out + sum over rows of x (..., C). The gradient of add_row.
+  template <class T>
+  static void sum_rows(CView<T> x, View<T> out, T beta = T(0)) {
+    require_compute_type<T>("sum_rows");
+    check_rank_at_least("sum_rows", "x", x.shape(), 1);
+    check_vector("sum_rows", "out", out.shape(), x.dim(-1));
+    const index_t rows = x.shape().rows(), cols = x.dim(-1);
+    const T* px = x.data();
+    T* po = out.data();
+    // Split columns across threads: each output element is summed by one thread
+    // in row order, so the result does not depend on the thread count.
+    parallel_for(cols, rows, [&](index_t s, index_t e) {
+      for (index_t c = s; c < e; ++c) po[c] = beta == T(0) ? T(0) : beta * po[c];
+      for (index_t r = 0; r < rows; ++r)
+        for (index_t c = s; c < e; ++c) po[c] += px[r * cols + c];
+    });
+  }
+
+  // out (A, C, B, D) = x (A, B, C, D) with dimensions 1 and 2 swapped: turns
+  // (batch, time, heads, d_head) into (batch, heads, time, d_head) and back.
+  template <class T>
+  static void transpose12(CView<T> x, View<T> out) {
+    PLM_CHECK(x.rank() == 4, "transpose12: x ", x.shape(), " needs rank 4");
+    const index_t A = x.dim(0), B = x.dim(1), C = x.dim(2), D = x.dim(3);
+    PLM_CHECK(out.shape() == Shape({A, C, B, D}), "transpose12: out ", out.shape(), " should be ", Shape({A, C, B, D}),
+              " for x ", x.shape());
+    PLM_CHECK(x.data() != out.data() || x.numel() == 0, "transpose12: out must not alias x");
+    const T* px = x.data();
+    T* po = out.data();
+    parallel_for(A * B, C * D, [&](index_t s, index_t e) {
+      for (index_t ab = s; ab < e; ++ab) {
+        const index_t a = ab / B, b = ab % B;
+        for (index_t c = 0; c < C; ++c)
+          std::memcpy(po + ((a * C + c) * B + b) * D, px + ((a * B + b) * C + c) * D, static_cast<std::size_t>(D) * sizeof(T));
+      }
+    });
+  }
+};
+
+}  // namespace plm::detail

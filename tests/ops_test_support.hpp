@@ -1,0 +1,54 @@
+#pragma once
+// Helpers shared by the op tests: random tensors and tolerance-aware comparisons.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+
+#include "plm/plm.hpp"
+#include "plm/testing/gradient_check.hpp"
+
+namespace plm::test {
+
+using O = ops<cpu>;
+
+template <class T>
+Tensor<cpu, T> random_tensor(Shape s, std::uint64_t stream, double lo = -1, double hi = 1) {
+  Tensor<cpu, T> t(s);
+  testing::fill_uniform<T>(t, 2024, stream, lo, hi);
+  return t;
+}
+
+template <class T> constexpr double tol() { return std::is_same_v<T, float> ? 2e-5 : 1e-12; }
+
+// Largest |a - b| / max(1, |b|) over all elements.
+template <class T, class U>
+double max_rel_diff(ConstView<cpu, T> a, ConstView<cpu, U> b) {
+  REQUIRE(a.shape() == b.shape());
+  double w = 0;
+  for (index_t i = 0; i < a.numel(); ++i) {
+    const double x = static_cast<double>(a.data()[i]), y = static_cast<double>(b.data()[i]);
+    const double d = std::abs(x - y) / std::max(1.0, std::abs(y));
+    if (!(d <= w)) w = std::isnan(d) ? INFINITY : d;
+  }
+  return w;
+}
+
+// Runs f, expecting a plm::Error whose message contains every one of `parts`.
+template <class F, class... Parts>
+void check_error(F&& f, const Parts&... parts) {
+  std::string msg;
+  try {
+    f();
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  INFO("message: ", msg);
+  CHECK_FALSE(msg.empty());
+  for (const std::string& part : {std::string(parts)...}) {
+    INFO("expected to contain: ", part);
+    CHECK(msg.find(part) != std::string::npos);
+  }
+}
+
+}  // namespace plm::test
