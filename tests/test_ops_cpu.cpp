@@ -364,3 +364,19 @@ TEST_CASE_TEMPLATE("gather and scatter_add", T, float, double) {
   ids.at(1, 2) = 0;
   check_error([&] { O::gather<T>(table, ids, bad); }, "gather: rows (2, 5, 8) must be ids (2, 5) + (9,)");
 }
+
+TEST_CASE("backward ops and conversions report bad shapes") {
+  Tensor<cpu, float> x(Shape{4, 6}), dy(Shape{4, 6}), dx(Shape{4, 5}), w(Shape{6}), inv(Shape{4}), dw_bad(Shape{7});
+  check_error([&] { O::gelu_backward<float>(x, dy, dx); }, "gelu_backward: x (4, 6) and dx (4, 5)");
+  check_error([&] { O::silu_backward<float>(x, dx, dy); }, "silu_backward: x (4, 6) and dy (4, 5)");
+  check_error([&] { O::relu_backward<float>(x, dy, dx); }, "relu_backward:", "(4, 5)");
+  check_error([&] { O::rms_norm_backward<float>(x, w, inv, dy, dy, dw_bad); }, "rms_norm_backward: dweight has shape (7,), expected (6,)");
+  check_error([&] { O::rms_norm_backward<float>(x, w, inv, dy, dx, w); }, "rms_norm_backward: x (4, 6) and dx (4, 5)");
+  check_error([&] { O::layer_norm_backward<float>(x, w, inv, inv, dy, dy, w, dw_bad); }, "layer_norm_backward: dbias has shape (7,), expected (6,)");
+  Tensor<cpu, bf16> h(Shape{4, 5});
+  check_error([&] { O::convert<float, bf16>(x, h); }, "convert: src (4, 6) and dst (4, 5)");
+  check_error([&] { O::scale<float>(x, 2.f, dx); }, "scale: x (4, 6) and out (4, 5)");
+  Tensor<cpu, std::int32_t> ids(Shape{4});
+  Tensor<cpu, float> rows_bad(Shape{3, 6});
+  check_error([&] { O::scatter_add<float>(ids, rows_bad, x); }, "scatter_add: rows (3, 6) must be ids (4,) + (6,)");
+}
