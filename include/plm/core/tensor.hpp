@@ -197,4 +197,14 @@ class Tensor : public TensorView<B, T> {
   index_t capacity_ = 0;
 };
 
+// Host <-> backend transfers (plain copies on plm::cpu).
+template <class B, class T>
+void upload(const T* host, TensorView<B, T> dst) {
+  if (dst.numel() > 0) memory<B>::copy_from_host(dst.data(), host, static_cast<std::size_t>(dst.numel()) * sizeof(T));
+}
+template <class B, class T>
+void download(TensorView<B, const T> src, T* host) {
+  if (src.numel() > 0) memory<B>::copy_to_host(host, src.data(), static_cast<std::size_t>(src.numel()) * sizeof(T));
+}
+
 }  // namespace plm

@@ -20,6 +20,8 @@ struct memory<cpu> {
   }
   static void deallocate(void* p) { std::free(p); }
   static void copy(void* dst, const void* src, std::size_t bytes) { std::memcpy(dst, src, bytes); }
+  static void copy_from_host(void* dst, const void* host_src, std::size_t bytes) { std::memcpy(dst, host_src, bytes); }
+  static void copy_to_host(void* host_dst, const void* src, std::size_t bytes) { std::memcpy(host_dst, src, bytes); }
 };
 
 }  // namespace plm

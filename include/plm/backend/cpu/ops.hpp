@@ -7,6 +7,8 @@
 // is what gradient checks use). Shapes are checked at entry; a mismatch raises
 // plm::Error naming the op and the shapes.
 #include "plm/backend/cpu/activation.hpp"
+#include "plm/backend/cpu/cross_entropy.hpp"
+#include "plm/backend/cpu/dropout.hpp"
 #include "plm/backend/cpu/elementwise.hpp"
 #include "plm/backend/cpu/embedding.hpp"
 #include "plm/backend/cpu/gemm.hpp"
@@ -24,6 +26,8 @@ struct ops<cpu> : detail::cpu_gemm,
                   detail::cpu_norm,
                   detail::cpu_activation,
                   detail::cpu_embedding,
-                  detail::cpu_reduce {};
+                  detail::cpu_reduce,
+                  detail::cpu_dropout,
+                  detail::cpu_cross_entropy {};
 
 }  // namespace plm

@@ -1,0 +1,103 @@
+#pragma once
+// Cross-entropy over the last dimension of logits with its gradient, fused:
+// each row is read for its max, then once more to form the softmax, the loss
+// and the gradient together, while it is still in cache.
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "plm/backend/cpu/common.hpp"
+
+namespace plm {
+
+// Sums over the rows whose target is not ignored.
+struct CrossEntropySums {
+  double loss = 0;         // sum of per-row losses (with label smoothing if any)
+  double nll = 0;          // sum of -log p(target), without smoothing
+  std::int64_t count = 0;  // rows that count
+  std::int64_t correct = 0;  // rows whose argmax equals the target
+};
+
+}  // namespace plm
+
+namespace plm::detail {
+
+struct cpu_cross_entropy {
+  // logits: (..., V); targets: (...) int32; rows whose target == ignore_index
+  // contribute nothing (and get zero gradient).
+  // Per row: loss = (1 - s) * -log p[t] + s * mean_j(-log p[j]), s = label_smoothing.
+  // If dlogits is given (same shape as logits; may alias it), it is WRITTEN with
+  // grad_scale * d loss / d logits = grad_scale * (p - (1 - s) onehot(t) - s / V).
+  // A target outside [0, V) that is not ignore_index is an error naming its row.
+  template <class T>
+  static CrossEntropySums cross_entropy(CView<T> logits, CView<std::int32_t> targets, std::int32_t ignore_index,
+                                        T label_smoothing = T(0), View<T> dlogits = {}, T grad_scale = T(1)) {
+    require_compute_type<T>("cross_entropy");
+    const char* op = "cross_entropy";
+    check_rank_at_least(op, "logits", logits.shape(), 1);
+    PLM_CHECK(targets.numel() == logits.shape().rows(), op, ": targets ", targets.shape(), " need one id per row of logits ",
+              logits.shape());
+    if (!dlogits.empty()) check_same_shape(op, "logits", logits.shape(), "dlogits", dlogits.shape());
+    PLM_CHECK(label_smoothing >= T(0) && label_smoothing < T(1), op, ": label_smoothing ", label_smoothing, " outside [0, 1)");
+    const index_t rows = logits.shape().rows(), V = logits.dim(-1);
+    const std::int32_t* pt = targets.data();
+    for (index_t r = 0; r < rows; ++r)
+      PLM_CHECK(pt[r] == ignore_index || (pt[r] >= 0 && pt[r] < V), op, ": target ", pt[r], " at row ", r,
+                " is outside the vocabulary of ", V, " (ignore_index ", ignore_index, ")");
+    const T* pl = logits.data();
+    T* pg = dlogits.data();
+    const int nt = num_threads();
+    std::vector<CrossEntropySums> part(static_cast<std::size_t>(std::max(1, nt)));
+    parallel_for(rows, V * 4, [&](index_t r0, index_t r1) {
+      CrossEntropySums s;
+      for (index_t r = r0; r < r1; ++r) {
+        const T* l = pl + r * V;
+        T* g = pg ? pg + r * V : nullptr;
+        const std::int32_t t = pt[r];
+        if (t == ignore_index) {
+          if (g)
+            for (index_t j = 0; j < V; ++j) g[j] = T(0);
+          continue;
+        }
+        T mx = l[0];
+        index_t arg = 0;
+        for (index_t j = 1; j < V; ++j)
+          if (l[j] > mx) mx = l[j], arg = j;
+        double z = 0, sum_l = 0;
+        for (index_t j = 0; j < V; ++j) {
+          z += std::exp(static_cast<double>(l[j] - mx));
+          sum_l += static_cast<double>(l[j]);
+        }
+        const double lse = static_cast<double>(mx) + std::log(z);
+        const double nll = lse - static_cast<double>(l[t]);
+        const double smooth = lse - sum_l / static_cast<double>(V);  // mean_j -log p_j
+        const double ls = static_cast<double>(label_smoothing);
+        s.loss += (1 - ls) * nll + ls * smooth;
+        s.nll += nll;
+        s.count += 1;
+        s.correct += arg == t;
+        if (g) {
+          const T inv_z = static_cast<T>(1.0 / z), off = static_cast<T>(ls / static_cast<double>(V));
+          for (index_t j = 0; j < V; ++j) g[j] = grad_scale * (std::exp(l[j] - mx) * inv_z - off);
+          g[t] -= grad_scale * static_cast<T>(1 - ls);
+        }
+      }
+#if defined(_OPENMP)
+      const std::size_t slot = omp_in_parallel() ? static_cast<std::size_t>(omp_get_thread_num()) : 0;
+#else
+      const std::size_t slot = 0;
+#endif
+      part[slot] = s;
+    });
+    CrossEntropySums total;
+    for (const auto& s : part) {
+      total.loss += s.loss;
+      total.nll += s.nll;
+      total.count += s.count;
+      total.correct += s.correct;
+    }
+    return total;
+  }
+};
+
+}  // namespace plm::detail

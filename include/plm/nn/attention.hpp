@@ -1,0 +1,209 @@
+#pragma once
+// Multi-head attention, T5 style: q, k, v, o projections without bias, no
+// 1/sqrt(d) scaling by default (T5 folds it into the initialisation), an
+// additive bias (relative positions) and masks applied by the masked softmax.
+//
+// Self-attention: forward(x, x, ...). Cross-attention: forward(x_dec, enc_out, ...).
+// The attention probabilities stay in the cache, so a caller can read them
+// (attention-space losses) and hand an extra gradient on them to backward().
+#include <cstdint>
+#include <string>
+
+#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/softmax_mask.hpp"
+#include "plm/nn/dropout.hpp"
+#include "plm/nn/linear.hpp"
+
+namespace plm::nn {
+
+struct AttentionShape {
+  index_t d_model = 0, heads = 1, d_head = 0;
+  double scale = 1.0;  // multiplies q k^T; T5 uses 1
+  index_t inner() const { return heads * d_head; }
+};
+
+template <class B, class T>
+class Attention {
+ public:
+  struct Cache {
+    Tensor<B, T> q_lin, k_lin, v_lin;  // (B, Tq|Tk, H*D)
+    Tensor<B, T> q, k, v;              // (B, H, Tq|Tk, D)
+    Tensor<B, T> probs;                // (B, H, Tq, Tk), before dropout
+    Tensor<B, T> probs_dropped;        // (B, H, Tq, Tk), when attention dropout is on
+    Tensor<B, T> ctx_h;                // (B, H, Tq, D)
+    Tensor<B, T> ctx;                  // (B, Tq, H*D)
+    DropoutKey key;
+    // backward workspaces
+    Tensor<B, T> d_ctx, d_ctx_h, d_probs, d_q, d_k, d_v, d_lin;
+  };
+
+  Attention() = default;
+  // Initialisation as T5: q ~ N(0, (d_model d_head)^-1), k, v ~ N(0, d_model^-1), o ~ N(0, (H d_head)^-1), times factor.
+  Attention(ParameterSet<B, T>& ps, const std::string& name, AttentionShape s, double factor = 1.0, double dropout = 0.0)
+      : s_(s), dropout_{dropout} {
+    const double dm = static_cast<double>(s.d_model), inner = static_cast<double>(s.inner());
+    q_ = Linear<B, T>(ps, name + ".q", s.d_model, s.inner(), factor / std::sqrt(dm * static_cast<double>(s.d_head)));
+    k_ = Linear<B, T>(ps, name + ".k", s.d_model, s.inner(), factor / std::sqrt(dm));
+    v_ = Linear<B, T>(ps, name + ".v", s.d_model, s.inner(), factor / std::sqrt(dm));
+    o_ = Linear<B, T>(ps, name + ".o", s.inner(), s.d_model, factor / std::sqrt(inner));
+  }
+
+  const AttentionShape& shape() const { return s_; }
+
+  // x_q: (B, Tq, C); x_kv: (B, Tk, C); out: (B, Tq, C). mask.bias: (H, Tq, Tk) or empty;
+  // mask.key_valid: (B, Tk) or empty; mask.causal for decoder self-attention.
+  // mask.scale is ignored: the layer's own scale applies.
+  void forward(ConstView<B, T> x_q, ConstView<B, T> x_kv, SoftmaxMask<B, T> mask, TensorView<B, T> out, Cache& c,
+               DropoutKey key = {}) const {
+    PLM_CHECK(x_q.rank() == 3 && x_kv.rank() == 3 && x_q.dim(0) == x_kv.dim(0) && x_q.dim(2) == s_.d_model &&
+                  x_kv.dim(2) == s_.d_model,
+              "Attention: x_q ", x_q.shape(), " and x_kv ", x_kv.shape(), " must be (B, T, ", s_.d_model, ") with equal B");
+    PLM_CHECK(out.shape() == x_q.shape(), "Attention: out ", out.shape(), " must match x_q ", x_q.shape());
+    const index_t Bn = x_q.dim(0), Tq = x_q.dim(1), Tk = x_kv.dim(1), H = s_.heads, D = s_.d_head, I = s_.inner();
+    c.key = key;
+    c.q_lin.resize(Shape{Bn, Tq, I});
+    c.k_lin.resize(Shape{Bn, Tk, I});
+    c.v_lin.resize(Shape{Bn, Tk, I});
+    q_.forward(x_q, c.q_lin.view());
+    k_.forward(x_kv, c.k_lin.view());
+    v_.forward(x_kv, c.v_lin.view());
+    split_heads(c.q_lin, c.q, Tq);
+    split_heads(c.k_lin, c.k, Tk);
+    split_heads(c.v_lin, c.v, Tk);
+    c.probs.resize(Shape{Bn, H, Tq, Tk});
+    ops<B>::matmul(c.q.cview(), false, c.k.cview(), true, c.probs.view());  // scores
+    mask.scale = static_cast<T>(s_.scale);
+    ops<B>::masked_softmax(c.probs.cview(), c.probs.view(), mask);
+    const Tensor<B, T>* p = &c.probs;
+    if (dropout_.active()) {
+      c.probs_dropped.resize(c.probs.shape());
+      dropout_.forward(c.probs.cview(), c.probs_dropped.view(), key.seed, key.at(0).stream);
+      p = &c.probs_dropped;
+    }
+    c.ctx_h.resize(Shape{Bn, H, Tq, D});
+    ops<B>::matmul(p->cview(), false, c.v.cview(), false, c.ctx_h.view());
+    c.ctx.resize(Shape{Bn, Tq, I});
+    ops<B>::transpose12(c.ctx_h.cview(), c.ctx.view().reshape(Shape{Bn, Tq, H, D}));
+    o_.forward(c.ctx.cview(), out);
+  }
+
+  // dout: (B, Tq, C). dx_q is WRITTEN; dx_kv is ADDED to (pass the same view as
+  // dx_q for self-attention). dbias (H, Tq, Tk) is added to when not empty.
+  // d_probs_extra (B, H, Tq, Tk), optional, is an extra gradient on the probabilities.
+  void backward(ConstView<B, T> x_q, ConstView<B, T> x_kv, ConstView<B, T> dout, TensorView<B, T> dx_q,
+                TensorView<B, T> dx_kv, TensorView<B, T> dbias, Cache& c, ConstView<B, T> d_probs_extra = {}) const {
+    const index_t Bn = x_q.dim(0), Tq = x_q.dim(1), Tk = x_kv.dim(1), H = s_.heads, D = s_.d_head, I = s_.inner();
+    c.d_ctx.resize(Shape{Bn, Tq, I});
+    o_.backward(c.ctx.cview(), dout, c.d_ctx.view());
+    c.d_ctx_h.resize(Shape{Bn, H, Tq, D});
+    ops<B>::transpose12(c.d_ctx.cview().reshape(Shape{Bn, Tq, H, D}), c.d_ctx_h.view());
+    const Tensor<B, T>& p = dropout_.active() ? c.probs_dropped : c.probs;
+    c.d_probs.resize(Shape{Bn, H, Tq, Tk});
+    ops<B>::matmul(c.d_ctx_h.cview(), false, c.v.cview(), true, c.d_probs.view());  // dP = dctx V^T
+    c.d_v.resize(Shape{Bn, H, Tk, D});
+    ops<B>::matmul(p.cview(), true, c.d_ctx_h.cview(), false, c.d_v.view());  // dV = P^T dctx
+    if (dropout_.active()) dropout_.backward(c.d_probs.cview(), c.d_probs.view(), c.key.seed, c.key.at(0).stream);
+    if (!d_probs_extra.empty()) {
+      PLM_CHECK(d_probs_extra.shape() == c.probs.shape(), "Attention: extra probability gradient ", d_probs_extra.shape(),
+                " must match the probabilities ", c.probs.shape());
+      ops<B>::axpy(T(1), d_probs_extra, c.d_probs.view());
+    }
+    ops<B>::masked_softmax_backward(c.probs.cview(), c.d_probs.cview(), c.d_probs.view(), static_cast<T>(s_.scale), dbias);
+    c.d_q.resize(Shape{Bn, H, Tq, D});
+    c.d_k.resize(Shape{Bn, H, Tk, D});
+    ops<B>::matmul(c.d_probs.cview(), false, c.k.cview(), false, c.d_q.view());  // dQ = dS K
+    ops<B>::matmul(c.d_probs.cview(), true, c.q.cview(), false, c.d_k.view());   // dK = dS^T Q
+    c.d_lin.resize(Shape{Bn, Tq, I});
+    merge_heads(c.d_q, c.d_lin, Tq);
+    q_.backward(x_q, c.d_lin.cview(), dx_q, false);
+    c.d_lin.resize(Shape{Bn, Tk, I});
+    merge_heads(c.d_k, c.d_lin, Tk);
+    k_.backward(x_kv, c.d_lin.cview(), dx_kv, true);
+    merge_heads(c.d_v, c.d_lin, Tk);
+    v_.backward(x_kv, c.d_lin.cview(), dx_kv, true);
+  }
+
+  // --- incremental decoding -------------------------------------------------
+  // Keys and values of a sequence, laid out (B, H, capacity, D); the first
+  // `length` positions are filled.
+  struct KVCache {
+    Tensor<B, T> k, v;
+    index_t length = 0;
+  };
+
+  // Projects x_kv (B, Tk, C) into a full cache (cross-attention: once per source).
+  void precompute_kv(ConstView<B, T> x_kv, KVCache& kv, Cache& c) const {
+    const index_t Bn = x_kv.dim(0), Tk = x_kv.dim(1), I = s_.inner();
+    c.k_lin.resize(Shape{Bn, Tk, I});
+    c.v_lin.resize(Shape{Bn, Tk, I});
+    k_.forward(x_kv, c.k_lin.view());
+    v_.forward(x_kv, c.v_lin.view());
+    split_heads(c.k_lin, kv.k, Tk);
+    split_heads(c.v_lin, kv.v, Tk);
+    kv.length = Tk;
+  }
+
+  // One new query position x (B, 1, C) attending to a cache. With append, x's
+  // own key and value are first written at position kv.length (self-attention,
+  // cache allocated with capacity by reserve()). mask.bias: (H, 1, Tk) or empty;
+  // mask.key_valid: (B, Tk) or empty, Tk = keys after the append.
+  void forward_step(ConstView<B, T> x, KVCache& kv, bool append, SoftmaxMask<B, T> mask, TensorView<B, T> out, Cache& c) const {
+    const index_t Bn = x.dim(0), H = s_.heads, D = s_.d_head, I = s_.inner();
+    PLM_CHECK(x.rank() == 3 && x.dim(1) == 1 && x.dim(2) == s_.d_model, "Attention::forward_step: x ", x.shape(),
+              " must be (B, 1, ", s_.d_model, ")");
+    const index_t cap = kv.k.dim(2);
+    c.q_lin.resize(Shape{Bn, 1, I});
+    q_.forward(x, c.q_lin.view());
+    if (append) {
+      PLM_CHECK(kv.length < cap, "Attention::forward_step: key/value cache full (", cap, " positions)");
+      c.k_lin.resize(Shape{Bn, 1, I});
+      c.v_lin.resize(Shape{Bn, 1, I});
+      k_.forward(x, c.k_lin.view());
+      v_.forward(x, c.v_lin.view());
+      for (index_t b = 0; b < Bn; ++b)
+        for (index_t h = 0; h < H; ++h) {
+          ops<B>::copy(c.k_lin.cview()[b].reshape(Shape{H, D})[h], kv.k.view()[b][h][kv.length]);
+          ops<B>::copy(c.v_lin.cview()[b].reshape(Shape{H, D})[h], kv.v.view()[b][h][kv.length]);
+        }
+      kv.length += 1;
+    }
+    const index_t Tk = kv.length;
+    // scores (B*H, 1, Tk) = q (B*H, 1, D) x K[:, :, :Tk]^T; the cache's batch stride is cap * D.
+    c.probs.resize(Shape{Bn, H, 1, Tk});
+    ops<B>::gemm_strided_batched(false, true, 1, Tk, D, T(1), c.q_lin.data(), D, D, kv.k.data(), D, cap * D, T(0),
+                                 c.probs.data(), Tk, Tk, Bn * H);
+    mask.scale = static_cast<T>(s_.scale);
+    ops<B>::masked_softmax(c.probs.cview(), c.probs.view(), mask);
+    c.ctx_h.resize(Shape{Bn, H, 1, D});
+    ops<B>::gemm_strided_batched(false, false, 1, D, Tk, T(1), c.probs.data(), Tk, Tk, kv.v.data(), D, cap * D, T(0),
+                                 c.ctx_h.data(), D, D, Bn * H);
+    // (B, H, 1, D) is already (B, 1, H*D) in memory.
+    o_.forward(c.ctx_h.cview().reshape(Shape{Bn, 1, I}), out);
+  }
+
+  // Allocates an empty self-attention cache for `capacity` positions.
+  void reserve(KVCache& kv, index_t batch, index_t capacity) const {
+    kv.k.resize(Shape{batch, s_.heads, capacity, s_.d_head});
+    kv.v.resize(Shape{batch, s_.heads, capacity, s_.d_head});
+    kv.length = 0;
+  }
+
+ private:
+  // (B, T, H*D) -> (B, H, T, D)
+  void split_heads(const Tensor<B, T>& lin, Tensor<B, T>& heads, index_t Tn) const {
+    const index_t Bn = lin.dim(0);
+    heads.resize(Shape{Bn, s_.heads, Tn, s_.d_head});
+    ops<B>::transpose12(lin.cview().reshape(Shape{Bn, Tn, s_.heads, s_.d_head}), heads.view());
+  }
+  // (B, H, T, D) -> (B, T, H*D)
+  void merge_heads(const Tensor<B, T>& heads, Tensor<B, T>& lin, index_t Tn) const {
+    const index_t Bn = heads.dim(0);
+    ops<B>::transpose12(heads.cview(), lin.view().reshape(Shape{Bn, Tn, s_.heads, s_.d_head}));
+  }
+
+  AttentionShape s_;
+  Linear<B, T> q_, k_, v_, o_;
+  Dropout dropout_;
+};
+
+}  // namespace plm::nn

@@ -1,0 +1,111 @@
+#pragma once
+// T5Config: the runtime sizes of a T5-family encoder-decoder, named as in
+// Hugging Face's T5Config / config.json so a checkpoint's config maps one to one.
+//
+// Structure that changes the generated code (activation, gating, norm, position
+// scheme) is a compile-time policy of the model type; `feed_forward_proj` here
+// records what a config file says so the model can refuse a mismatch.
+#include <cstdint>
+#include <string>
+
+#include "plm/core/error.hpp"
+#include "plm/core/shape.hpp"
+
+namespace plm::nn {
+
+struct T5Config {
+  index_t vocab_size = 256;
+  index_t d_model = 512;
+  index_t d_kv = 64;  // per-head width; d_kv * num_heads need not equal d_model
+  index_t d_ff = 1024;
+  index_t num_heads = 8;
+  index_t num_layers = 6;          // encoder layers
+  index_t num_decoder_layers = 6;  // 0 = encoder-only
+  index_t relative_attention_num_buckets = 32;
+  index_t relative_attention_max_distance = 128;
+  double layer_norm_epsilon = 1e-6;
+  double dropout_rate = 0.0;
+  double initializer_factor = 1.0;
+  bool tie_word_embeddings = false;  // tied: the LM head reuses `shared`, scaled by d_model^-0.5
+  std::string feed_forward_proj = "gated-gelu";  // "gated-gelu", "gated-silu", "relu", "gelu", ...
+  std::int32_t pad_token_id = 0;
+  std::int32_t eos_token_id = 1;
+  std::int32_t decoder_start_token_id = 0;
+
+  index_t inner_dim() const { return d_kv * num_heads; }
+
+  // Raises plm::Error naming the first field that makes no sense.
+  void validate() const {
+    auto positive = [](const char* name, index_t v) { PLM_CHECK(v > 0, "T5Config: ", name, " must be positive, got ", v); };
+    positive("vocab_size", vocab_size);
+    positive("d_model", d_model);
+    positive("d_kv", d_kv);
+    positive("d_ff", d_ff);
+    positive("num_heads", num_heads);
+    positive("num_layers", num_layers);
+    positive("relative_attention_num_buckets", relative_attention_num_buckets);
+    positive("relative_attention_max_distance", relative_attention_max_distance);
+    PLM_CHECK(num_decoder_layers >= 0, "T5Config: num_decoder_layers must be >= 0, got ", num_decoder_layers);
+    PLM_CHECK(layer_norm_epsilon > 0, "T5Config: layer_norm_epsilon must be positive, got ", layer_norm_epsilon);
+    PLM_CHECK(dropout_rate >= 0 && dropout_rate < 1, "T5Config: dropout_rate must be in [0, 1), got ", dropout_rate);
+    for (auto [name, id] : {std::pair{"pad_token_id", pad_token_id}, std::pair{"eos_token_id", eos_token_id},
+                            std::pair{"decoder_start_token_id", decoder_start_token_id}})
+      PLM_CHECK(id >= 0 && id < vocab_size, "T5Config: ", name, " ", id, " outside the vocabulary of ", vocab_size);
+  }
+
+  // --- presets --------------------------------------------------------------
+  // Public Ankh-family configs (Hugging Face config.json of ElnaggarLab models).
+  static T5Config ankh_base() {
+    T5Config c;
+    c.vocab_size = 144, c.d_model = 768, c.d_kv = 64, c.d_ff = 3072, c.num_heads = 12;
+    c.num_layers = 48, c.num_decoder_layers = 24;
+    c.relative_attention_num_buckets = 64, c.relative_attention_max_distance = 128;
+    c.feed_forward_proj = "gated-gelu";
+    return c;
+  }
+  static T5Config ankh_large() {
+    T5Config c = ankh_base();
+    c.d_model = 1536, c.d_ff = 3840, c.num_heads = 16;
+    return c;
+  }
+  // Ankh3-large: 48 encoder layers, gated-silu, vocabulary 256. The decoder depth
+  // is not published with the paper; 24 is the Ankh family's value.
+  static T5Config ankh3_large() {
+    T5Config c = ankh_large();
+    c.vocab_size = 256;
+    c.feed_forward_proj = "gated-silu";
+    return c;
+  }
+  // Ankh3-XL: d_model 2560, 32 heads, 48 encoder layers. Its d_ff is not
+  // confirmed publicly, so the caller states it (read it from the checkpoint's config.json).
+  static T5Config ankh3_xl(index_t d_ff) {
+    T5Config c = ankh3_large();
+    c.d_model = 2560, c.num_heads = 32, c.d_ff = d_ff;
+    return c;
+  }
+  // Small Ankh3-shaped configs: `tiny` for tests, `small` for CPU training runs.
+  static T5Config ankh3_tiny() {
+    T5Config c = ankh3_large();
+    c.d_model = 32, c.d_kv = 8, c.d_ff = 48, c.num_heads = 4, c.num_layers = 2, c.num_decoder_layers = 2;
+    c.relative_attention_num_buckets = 8, c.relative_attention_max_distance = 16;
+    return c;
+  }
+  static T5Config ankh3_small() {
+    T5Config c = ankh3_large();
+    c.d_model = 256, c.d_kv = 32, c.d_ff = 640, c.num_heads = 8, c.num_layers = 4, c.num_decoder_layers = 2;
+    c.relative_attention_num_buckets = 32, c.relative_attention_max_distance = 128;
+    return c;
+  }
+  // By name: "ankh-base", "ankh-large", "ankh3-large", "ankh3-tiny", "ankh3-small".
+  static T5Config preset(const std::string& name) {
+    if (name == "ankh-base") return ankh_base();
+    if (name == "ankh-large") return ankh_large();
+    if (name == "ankh3-large") return ankh3_large();
+    if (name == "ankh3-tiny") return ankh3_tiny();
+    if (name == "ankh3-small") return ankh3_small();
+    if (name == "ankh3-xl") PLM_FAIL("T5Config: preset ankh3-xl needs its d_ff: call T5Config::ankh3_xl(d_ff) or load its config.json");
+    PLM_FAIL("T5Config: unknown preset '", name, "' (known: ankh-base, ankh-large, ankh3-large, ankh3-xl, ankh3-tiny, ankh3-small)");
+  }
+};
+
+}  // namespace plm::nn

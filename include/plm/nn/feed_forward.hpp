@@ -1,0 +1,89 @@
+#pragma once
+// The position-wise feed-forward block.
+//   gated (T5 v1.1, Ankh): y = (act(x Wi0^T) * (x Wi1^T)) Wo^T
+//   plain:                 y = act(x Wi^T) Wo^T
+// Hugging Face names: DenseReluDense.wi_0 / wi_1 / wo (gated), DenseReluDense.wi / wo (plain).
+#include <cmath>
+#include <string>
+
+#include "plm/backend/cpu/ops.hpp"
+#include "plm/nn/dropout.hpp"
+#include "plm/nn/linear.hpp"
+
+namespace plm::nn {
+
+template <class B, class T, class Act, class Gate>
+class FeedForward {
+ public:
+  struct Cache {
+    Tensor<B, T> h0, h1, a, g;  // (..., d_ff): pre-activation, linear branch, activation, hidden after dropout
+    Tensor<B, T> dg, dh0, dh1;  // backward workspaces
+    DropoutKey key;
+  };
+
+  FeedForward() = default;
+  // T5 init: Wi ~ N(0, d_model^-1), Wo ~ N(0, d_ff^-1), times factor.
+  FeedForward(ParameterSet<B, T>& ps, const std::string& name, index_t d_model, index_t d_ff, double factor = 1.0,
+              double dropout = 0.0)
+      : d_ff_(d_ff), dropout_{dropout} {
+    const double in_std = factor / std::sqrt(static_cast<double>(d_model)), out_std = factor / std::sqrt(static_cast<double>(d_ff));
+    if constexpr (Gate::gated) {
+      wi0_ = Linear<B, T>(ps, name + ".wi_0", d_model, d_ff, in_std);
+      wi1_ = Linear<B, T>(ps, name + ".wi_1", d_model, d_ff, in_std);
+    } else {
+      wi0_ = Linear<B, T>(ps, name + ".wi", d_model, d_ff, in_std);
+    }
+    wo_ = Linear<B, T>(ps, name + ".wo", d_ff, d_model, out_std);
+  }
+
+  // x, y: (B, T, d_model)
+  void forward(ConstView<B, T> x, TensorView<B, T> y, Cache& c, DropoutKey key = {}) const {
+    const Shape hs = hidden_shape(x.shape());
+    c.key = key;
+    c.h0.resize(hs);
+    c.a.resize(hs);
+    c.g.resize(hs);
+    wi0_.forward(x, c.h0.view());
+    Act::forward(c.h0.cview(), c.a.view());
+    if constexpr (Gate::gated) {
+      c.h1.resize(hs);
+      wi1_.forward(x, c.h1.view());
+      ops<B>::mul(c.a.cview(), c.h1.cview(), c.g.view());
+    } else {
+      ops<B>::copy(c.a.cview(), c.g.view());
+    }
+    if (dropout_.active()) dropout_.forward(c.g.cview(), c.g.view(), key.seed, key.at(0).stream);
+    wo_.forward(c.g.cview(), y);
+  }
+
+  // dx written.
+  void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx, Cache& c) const {
+    const Shape hs = hidden_shape(x.shape());
+    c.dg.resize(hs);
+    c.dh0.resize(hs);
+    wo_.backward(c.g.cview(), dy, c.dg.view());
+    if (dropout_.active()) dropout_.backward(c.dg.cview(), c.dg.view(), c.key.seed, c.key.at(0).stream);
+    if constexpr (Gate::gated) {
+      c.dh1.resize(hs);
+      ops<B>::mul(c.dg.cview(), c.a.cview(), c.dh1.view());  // d(x Wi1) = dg * a
+      ops<B>::mul(c.dg.cview(), c.h1.cview(), c.dg.view());  // da = dg * h1
+      Act::backward(c.h0.cview(), c.dg.cview(), c.dh0.view());
+      wi0_.backward(x, c.dh0.cview(), dx, false);
+      wi1_.backward(x, c.dh1.cview(), dx, true);
+    } else {
+      Act::backward(c.h0.cview(), c.dg.cview(), c.dh0.view());
+      wi0_.backward(x, c.dh0.cview(), dx, false);
+    }
+  }
+
+ private:
+  Shape hidden_shape(const Shape& x) const {
+    PLM_CHECK(x.rank() == 3, "FeedForward: x ", x, " must be (B, T, d_model)");
+    return Shape{x[0], x[1], d_ff_};
+  }
+  index_t d_ff_ = 0;
+  Linear<B, T> wi0_, wi1_, wo_;
+  Dropout dropout_;
+};
+
+}  // namespace plm::nn

@@ -1,0 +1,195 @@
+#pragma once
+// Transformer blocks, T5 style (pre-norm, residual, no biases):
+//   EncoderLayer: h = x + Attn(Norm(x));             y = h + FF(Norm(h))
+//   DecoderLayer: h = x + SelfAttn(Norm(x), causal); h2 = h + CrossAttn(Norm(h), enc); y = h2 + FF(Norm(h2))
+// Dropout (the config's rate) sits on every residual branch, as in T5.
+// Hugging Face names: <prefix>.layer.0.SelfAttention, .layer.0.layer_norm,
+// then .layer.1.EncDecAttention / .layer.1.layer_norm (decoder), and the
+// feed-forward block as the last .layer.N.DenseReluDense with its layer_norm.
+#include <string>
+
+#include "plm/nn/attention.hpp"
+#include "plm/nn/config.hpp"
+#include "plm/nn/feed_forward.hpp"
+#include "plm/nn/policies.hpp"
+
+namespace plm::nn {
+
+namespace detail {
+inline AttentionShape attention_shape(const T5Config& c) { return AttentionShape{c.d_model, c.num_heads, c.d_kv, 1.0}; }
+
+// x + branch, where the branch passes through dropout first (in place).
+template <class B, class T>
+void residual_add(const Dropout& d, ConstView<B, T> x, TensorView<B, T> branch, TensorView<B, T> out, DropoutKey key) {
+  if (d.active()) d.forward(ConstView<B, T>(branch), branch, key.seed, key.stream);
+  ops<B>::add(x, ConstView<B, T>(branch), out);
+}
+}  // namespace detail
+
+template <class B, class T, class P>
+class EncoderLayer {
+  using Norm = typename P::norm::template type<B, T>;
+  using FF = FeedForward<B, T, typename P::activation, typename P::gating>;
+
+ public:
+  struct Cache {
+    typename Norm::Cache norm0, norm1;
+    typename Attention<B, T>::Cache attn;
+    typename FF::Cache ff;
+    Tensor<B, T> n0, a, h, n1, f;  // (B, T, C)
+    Tensor<B, T> d_branch, d_norm, d_h;
+    DropoutKey key;
+  };
+
+  EncoderLayer() = default;
+  EncoderLayer(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c)
+      : norm0_(ps, prefix + ".layer.0.layer_norm", c.d_model, c.layer_norm_epsilon),
+        attn_(ps, prefix + ".layer.0.SelfAttention", detail::attention_shape(c), c.initializer_factor, c.dropout_rate),
+        norm1_(ps, prefix + ".layer.1.layer_norm", c.d_model, c.layer_norm_epsilon),
+        ff_(ps, prefix + ".layer.1.DenseReluDense", c.d_model, c.d_ff, c.initializer_factor, c.dropout_rate),
+        drop_{c.dropout_rate} {}
+
+  const Attention<B, T>& self_attention() const { return attn_; }
+
+  // x, y: (B, T, C). mask: the stack's shared position bias and key padding.
+  void forward(ConstView<B, T> x, const SoftmaxMask<B, T>& mask, TensorView<B, T> y, Cache& c, DropoutKey key = {}) const {
+    const Shape s = x.shape();
+    for (Tensor<B, T>* t : {&c.n0, &c.a, &c.h, &c.n1, &c.f}) t->resize(s);
+    c.key = key;
+    norm0_.forward(x, c.n0.view(), c.norm0);
+    attn_.forward(c.n0.cview(), c.n0.cview(), mask, c.a.view(), c.attn, key.at(1));
+    detail::residual_add(drop_, x, c.a.view(), c.h.view(), key.at(2));
+    norm1_.forward(c.h.cview(), c.n1.view(), c.norm1);
+    ff_.forward(c.n1.cview(), c.f.view(), c.ff, key.at(3));
+    detail::residual_add(drop_, c.h.cview(), c.f.view(), y, key.at(4));
+  }
+
+  // dx written; dbias (H, T, T) added to when not empty.
+  void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx, TensorView<B, T> dbias, Cache& c,
+                ConstView<B, T> d_probs_extra = {}) const {
+    const Shape s = x.shape();
+    for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h}) t->resize(s);
+    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.at(4).stream);
+    ff_.backward(c.n1.cview(), c.d_branch.cview(), c.d_norm.view(), c.ff);
+    norm1_.backward(c.h.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm1);
+    ops<B>::add(dy, c.d_norm.cview(), c.d_h.view());
+    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.at(2).stream);
+    attn_.backward(c.n0.cview(), c.n0.cview(), c.d_branch.cview(), c.d_norm.view(), c.d_norm.view(), dbias, c.attn, d_probs_extra);
+    norm0_.backward(x, c.d_norm.cview(), c.d_norm.view(), c.norm0);
+    ops<B>::add(c.d_h.cview(), c.d_norm.cview(), dx);
+  }
+
+ private:
+  Norm norm0_;
+  Attention<B, T> attn_;
+  Norm norm1_;
+  FF ff_;
+  Dropout drop_;
+};
+
+template <class B, class T, class P>
+class DecoderLayer {
+  using Norm = typename P::norm::template type<B, T>;
+  using FF = FeedForward<B, T, typename P::activation, typename P::gating>;
+  using Attn = Attention<B, T>;
+
+ public:
+  struct Cache {
+    typename Norm::Cache norm0, norm1, norm2;
+    typename Attn::Cache self_attn, cross_attn;
+    typename FF::Cache ff;
+    Tensor<B, T> n0, a, h, n1, x_attn, h2, n2, f;  // (B, T, C)
+    Tensor<B, T> d_branch, d_norm, d_h, d_h2;
+    DropoutKey key;
+  };
+  // Incremental decoding state of one layer.
+  struct StepState {
+    typename Attn::KVCache self_kv, cross_kv;
+    Cache ws;
+  };
+
+  DecoderLayer() = default;
+  DecoderLayer(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c)
+      : norm0_(ps, prefix + ".layer.0.layer_norm", c.d_model, c.layer_norm_epsilon),
+        self_(ps, prefix + ".layer.0.SelfAttention", detail::attention_shape(c), c.initializer_factor, c.dropout_rate),
+        norm1_(ps, prefix + ".layer.1.layer_norm", c.d_model, c.layer_norm_epsilon),
+        cross_(ps, prefix + ".layer.1.EncDecAttention", detail::attention_shape(c), c.initializer_factor, c.dropout_rate),
+        norm2_(ps, prefix + ".layer.2.layer_norm", c.d_model, c.layer_norm_epsilon),
+        ff_(ps, prefix + ".layer.2.DenseReluDense", c.d_model, c.d_ff, c.initializer_factor, c.dropout_rate),
+        drop_{c.dropout_rate} {}
+
+  const Attn& self_attention() const { return self_; }
+  const Attn& cross_attention() const { return cross_; }
+
+  // x, y: (B, T, C); enc: (B, S, C). self_mask: causal + shared bias; cross_mask: encoder padding.
+  void forward(ConstView<B, T> x, ConstView<B, T> enc, const SoftmaxMask<B, T>& self_mask, const SoftmaxMask<B, T>& cross_mask,
+               TensorView<B, T> y, Cache& c, DropoutKey key = {}) const {
+    const Shape s = x.shape();
+    for (Tensor<B, T>* t : {&c.n0, &c.a, &c.h, &c.n1, &c.x_attn, &c.h2, &c.n2, &c.f}) t->resize(s);
+    c.key = key;
+    norm0_.forward(x, c.n0.view(), c.norm0);
+    self_.forward(c.n0.cview(), c.n0.cview(), self_mask, c.a.view(), c.self_attn, key.at(1));
+    detail::residual_add(drop_, x, c.a.view(), c.h.view(), key.at(2));
+    norm1_.forward(c.h.cview(), c.n1.view(), c.norm1);
+    cross_.forward(c.n1.cview(), enc, cross_mask, c.x_attn.view(), c.cross_attn, key.at(3));
+    detail::residual_add(drop_, c.h.cview(), c.x_attn.view(), c.h2.view(), key.at(4));
+    norm2_.forward(c.h2.cview(), c.n2.view(), c.norm2);
+    ff_.forward(c.n2.cview(), c.f.view(), c.ff, key.at(5));
+    detail::residual_add(drop_, c.h2.cview(), c.f.view(), y, key.at(6));
+  }
+
+  // dx written; d_enc (B, S, C) ADDED to; dbias (H, T, T) added to when not empty.
+  void backward(ConstView<B, T> x, ConstView<B, T> enc, ConstView<B, T> dy, TensorView<B, T> dx, TensorView<B, T> d_enc,
+                TensorView<B, T> dbias, Cache& c, ConstView<B, T> d_self_probs_extra = {},
+                ConstView<B, T> d_cross_probs_extra = {}) const {
+    const Shape s = x.shape();
+    for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h, &c.d_h2}) t->resize(s);
+    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.at(6).stream);
+    ff_.backward(c.n2.cview(), c.d_branch.cview(), c.d_norm.view(), c.ff);
+    norm2_.backward(c.h2.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm2);
+    ops<B>::add(dy, c.d_norm.cview(), c.d_h2.view());
+    drop_.backward(c.d_h2.cview(), c.d_branch.view(), c.key.seed, c.key.at(4).stream);
+    cross_.backward(c.n1.cview(), enc, c.d_branch.cview(), c.d_norm.view(), d_enc, TensorView<B, T>{}, c.cross_attn,
+                    d_cross_probs_extra);
+    norm1_.backward(c.h.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm1);
+    ops<B>::add(c.d_h2.cview(), c.d_norm.cview(), c.d_h.view());
+    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.at(2).stream);
+    self_.backward(c.n0.cview(), c.n0.cview(), c.d_branch.cview(), c.d_norm.view(), c.d_norm.view(), dbias, c.self_attn,
+                   d_self_probs_extra);
+    norm0_.backward(x, c.d_norm.cview(), c.d_norm.view(), c.norm0);
+    ops<B>::add(c.d_h.cview(), c.d_norm.cview(), dx);
+  }
+
+  // Incremental decoding (inference, no dropout) ------------------------------
+  void begin_step(ConstView<B, T> enc, index_t capacity, StepState& st) const {
+    self_.reserve(st.self_kv, enc.dim(0), capacity);
+    cross_.precompute_kv(enc, st.cross_kv, st.ws.cross_attn);
+  }
+  // x, y: (B, 1, C). self_mask.bias: (H, 1, t+1) for the new position t.
+  void step(ConstView<B, T> x, const SoftmaxMask<B, T>& self_mask, const SoftmaxMask<B, T>& cross_mask, TensorView<B, T> y,
+            StepState& st) const {
+    Cache& c = st.ws;
+    const Shape s = x.shape();
+    for (Tensor<B, T>* t : {&c.n0, &c.a, &c.h, &c.n1, &c.x_attn, &c.h2, &c.n2, &c.f}) t->resize(s);
+    norm0_.forward(x, c.n0.view(), c.norm0);
+    self_.forward_step(c.n0.cview(), st.self_kv, true, self_mask, c.a.view(), c.self_attn);
+    ops<B>::add(x, c.a.cview(), c.h.view());
+    norm1_.forward(c.h.cview(), c.n1.view(), c.norm1);
+    cross_.forward_step(c.n1.cview(), st.cross_kv, false, cross_mask, c.x_attn.view(), c.cross_attn);
+    ops<B>::add(c.h.cview(), c.x_attn.cview(), c.h2.view());
+    norm2_.forward(c.h2.cview(), c.n2.view(), c.norm2);
+    ff_.forward(c.n2.cview(), c.f.view(), c.ff);
+    ops<B>::add(c.h2.cview(), c.f.cview(), y);
+  }
+
+ private:
+  Norm norm0_;
+  Attn self_;
+  Norm norm1_;
+  Attn cross_;
+  Norm norm2_;
+  FF ff_;
+  Dropout drop_;
+};
+
+}  // namespace plm::nn

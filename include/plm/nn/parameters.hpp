@@ -1,0 +1,138 @@
+#pragma once
+// ParameterSet: every parameter of a model in one flat buffer, and every
+// gradient in a second one of the same layout, as named views.
+//
+// Optimizers, gradient clipping, checkpoints and (later) gradient all-reduce
+// work on the two flat buffers; layers reach their own tensors through Param
+// handles. Names follow Hugging Face (`encoder.block.0.layer.0.SelfAttention.q.weight`)
+// so checkpoints map one to one.
+//
+// Two phases: layers add() their parameters while the model is built, then the
+// model calls allocate() once. Param handles stay valid for the set's lifetime
+// (the set must not move: models hold it by unique_ptr).
+#include <map>
+#include <string>
+#include <vector>
+
+#include "plm/backend/tags.hpp"
+#include "plm/core/error.hpp"
+#include "plm/core/philox.hpp"
+#include "plm/core/tensor.hpp"
+
+namespace plm::nn {
+
+template <class B, class T>
+class ParameterSet {
+ public:
+  struct Entry {
+    std::string name;
+    Shape shape;
+    index_t offset = 0;
+    double init_std = 0;  // N(0, init_std^2) at init(); 0 with init_value for constants
+    double init_value = 0;
+  };
+
+  ParameterSet() = default;
+  ParameterSet(const ParameterSet&) = delete;
+  ParameterSet& operator=(const ParameterSet&) = delete;
+
+  // Registers a parameter initialised from N(0, std^2), or to `value` when std == 0.
+  index_t add(const std::string& name, Shape shape, double init_std, double init_value = 0) {
+    PLM_CHECK(!allocated(), "ParameterSet: cannot add '", name, "' after allocate()");
+    PLM_CHECK(index_.count(name) == 0, "ParameterSet: duplicate parameter name '", name, "'");
+    entries_.push_back(Entry{name, shape, total_, init_std, init_value});
+    index_[name] = static_cast<index_t>(entries_.size() - 1);
+    total_ += shape.numel();
+    return static_cast<index_t>(entries_.size() - 1);
+  }
+
+  void allocate() {
+    PLM_CHECK(!allocated(), "ParameterSet: allocate() called twice");
+    values_.resize(Shape{total_});
+    grads_.resize(Shape{total_});
+    ops<B>::fill(grads_.view(), T(0));
+    ops<B>::fill(values_.view(), T(0));
+    allocated_ = true;
+  }
+  bool allocated() const { return allocated_; }
+
+  // Draws every parameter from its registered distribution. Each parameter has
+  // its own Philox stream (its index), so one tensor's values do not depend on
+  // the sizes of the others.
+  void init(std::uint64_t seed) {
+    check_allocated("init");
+    std::vector<T> host;
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      const Entry& e = entries_[i];
+      host.assign(static_cast<std::size_t>(e.shape.numel()), static_cast<T>(e.init_value));
+      if (e.init_std > 0) {
+        Philox rng(seed, i);
+        for (T& v : host) v = static_cast<T>(e.init_std * rng.normal());
+      }
+      upload(host.data(), value(static_cast<index_t>(i)));
+    }
+  }
+
+  void zero_grad() {
+    check_allocated("zero_grad");
+    ops<B>::fill(grads_.view(), T(0));
+  }
+
+  index_t size() const { return static_cast<index_t>(entries_.size()); }
+  index_t numel() const { return total_; }
+  const std::vector<Entry>& entries() const { return entries_; }
+  const Entry& entry(index_t id) const { return entries_.at(static_cast<std::size_t>(id)); }
+  // -1 when absent.
+  index_t find(const std::string& name) const {
+    auto it = index_.find(name);
+    return it == index_.end() ? -1 : it->second;
+  }
+  index_t id(const std::string& name) const {
+    const index_t i = find(name);
+    PLM_CHECK(i >= 0, "ParameterSet: no parameter named '", name, "'");
+    return i;
+  }
+
+  TensorView<B, T> value(index_t id) const { return slice(values_, id, "value"); }
+  TensorView<B, T> grad(index_t id) const { return slice(grads_, id, "grad"); }
+  TensorView<B, T> value(const std::string& name) const { return value(id(name)); }
+  TensorView<B, T> grad(const std::string& name) const { return grad(id(name)); }
+  // The flat buffers.
+  TensorView<B, T> values() const { return values_.view(); }
+  TensorView<B, T> grads() const { return grads_.view(); }
+
+ private:
+  void check_allocated(const char* what) const {
+    PLM_CHECK(allocated(), "ParameterSet: ", what, " before allocate()");
+  }
+  TensorView<B, T> slice(const Tensor<B, T>& buf, index_t id, const char* what) const {
+    check_allocated(what);
+    PLM_CHECK(id >= 0 && id < size(), "ParameterSet: parameter id ", id, " out of range (", size(), " parameters)");
+    const Entry& e = entries_[static_cast<std::size_t>(id)];
+    return TensorView<B, T>(buf.data() + e.offset, e.shape);
+  }
+
+  std::vector<Entry> entries_;
+  std::map<std::string, index_t> index_;
+  index_t total_ = 0;
+  Tensor<B, T> values_, grads_;
+  bool allocated_ = false;
+};
+
+// A layer's handle on one parameter of a set.
+template <class B, class T>
+struct Param {
+  const ParameterSet<B, T>* set = nullptr;
+  index_t id = -1;
+  bool valid() const { return set != nullptr; }
+  TensorView<B, T> value() const { return set->value(id); }
+  TensorView<B, T> grad() const { return set->grad(id); }
+  const std::string& name() const { return set->entry(id).name; }
+};
+
+template <class B, class T>
+Param<B, T> add_param(ParameterSet<B, T>& ps, const std::string& name, Shape shape, double init_std, double init_value = 0) {
+  return Param<B, T>{&ps, ps.add(name, shape, init_std, init_value)};
+}
+
+}  // namespace plm::nn

@@ -1,0 +1,408 @@
+#pragma once
+// T5Model: the T5 / Ankh encoder-decoder.
+//
+//   logits = LMHead(DecoderStack(Embed(dec_ids), EncoderStack(Embed(enc_ids))))
+//
+// One ParameterSet holds every parameter under its Hugging Face name. Each
+// stack computes its relative position bias once (the table lives in its first
+// layer, `*.block.0.layer.0.SelfAttention.relative_attention_bias.weight`) and
+// shares it with all its layers; the gradients of every layer's bias are summed
+// before they reach the table. With tie_word_embeddings the LM head reuses
+// `shared` and scales the decoder output by d_model^-0.5, as T5 does.
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "plm/nn/config.hpp"
+#include "plm/nn/embedding.hpp"
+#include "plm/nn/layers.hpp"
+#include "plm/nn/position_bias.hpp"
+
+namespace plm::nn {
+
+namespace detail {
+template <class B, class T, class P>
+struct StackCommon {
+  using Norm = typename P::norm::template type<B, T>;
+  T5Config cfg;
+  bool has_bias = P::position::relative_bias;
+  RelativePositionBias<B, T> bias;
+  Norm final_norm;
+  Dropout drop;
+
+  StackCommon() = default;
+  StackCommon(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c, bool bidirectional) : cfg(c), drop{c.dropout_rate} {
+    if (has_bias)
+      bias = RelativePositionBias<B, T>(ps, prefix + ".block.0.layer.0.SelfAttention", c.relative_attention_num_buckets,
+                                        c.relative_attention_max_distance, c.num_heads, bidirectional,
+                                        c.initializer_factor / std::sqrt(static_cast<double>(c.d_model)));
+  }
+};
+}  // namespace detail
+
+// The encoder: embeddings in, final-normed hidden states out.
+template <class B, class T, class P>
+class EncoderStack {
+  using Layer = EncoderLayer<B, T, P>;
+
+ public:
+  struct Cache {
+    std::vector<typename Layer::Cache> layers;
+    std::vector<Tensor<B, T>> hidden;  // input of layer i; hidden[L] = last layer output
+    typename RelativePositionBias<B, T>::Cache bias_cache;
+    typename detail::StackCommon<B, T, P>::Norm::Cache final_norm;
+    Tensor<B, T> bias, d_bias, d_a, d_b;
+    TensorView<B, const std::uint8_t> key_valid;
+    DropoutKey key;
+  };
+
+  EncoderStack() = default;
+  EncoderStack(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c)
+      : common_(ps, prefix, c, /*bidirectional=*/true) {
+    for (index_t i = 0; i < c.num_layers; ++i) layers_.emplace_back(ps, prefix + ".block." + std::to_string(i), c);
+    common_.final_norm = typename detail::StackCommon<B, T, P>::Norm(ps, prefix + ".final_layer_norm", c.d_model, c.layer_norm_epsilon);
+  }
+
+  const std::vector<Layer>& layers() const { return layers_; }
+
+  // x: (B, S, C) embeddings; key_valid: (B, S) or empty; out: (B, S, C).
+  void forward(ConstView<B, T> x, ConstView<B, std::uint8_t> key_valid, TensorView<B, T> out, Cache& c, DropoutKey key = {}) const {
+    const index_t S = x.dim(1), L = static_cast<index_t>(layers_.size());
+    c.layers.resize(layers_.size());
+    c.hidden.resize(layers_.size() + 1);
+    c.key_valid = key_valid;
+    c.key = key;
+    SoftmaxMask<B, T> mask;
+    mask.key_valid = key_valid;
+    if (common_.has_bias) {
+      c.bias.resize(Shape{common_.cfg.num_heads, S, S});
+      common_.bias.forward(S, S, 0, c.bias.view(), c.bias_cache);
+      mask.bias = c.bias.cview();
+    }
+    for (auto& h : c.hidden) h.resize(x.shape());
+    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(0).stream);
+    for (index_t i = 0; i < L; ++i)
+      layers_[static_cast<std::size_t>(i)].forward(c.hidden[i].cview(), mask, c.hidden[i + 1].view(), c.layers[i], key.at(8 + i));
+    common_.final_norm.forward(c.hidden[L].cview(), out, c.final_norm);
+    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(1).stream);
+  }
+
+  // d_out: (B, S, C) -> dx (B, S, C) written. extra: optional per-layer gradients on attention probabilities.
+  void backward(ConstView<B, T> d_out, TensorView<B, T> dx, Cache& c,
+                const std::vector<TensorView<B, const T>>* d_probs_extra = nullptr) const {
+    const index_t L = static_cast<index_t>(layers_.size());
+    c.d_a.resize(d_out.shape());
+    c.d_b.resize(d_out.shape());
+    common_.drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(1).stream);
+    common_.final_norm.backward(c.hidden[L].cview(), c.d_a.cview(), c.d_a.view(), c.final_norm);
+    TensorView<B, T> dbias;
+    if (common_.has_bias) {
+      c.d_bias.resize(c.bias.shape());
+      ops<B>::fill(c.d_bias.view(), T(0));
+      dbias = c.d_bias.view();
+    }
+    for (index_t i = L - 1; i >= 0; --i) {
+      ConstView<B, T> extra = d_probs_extra && static_cast<index_t>(d_probs_extra->size()) > i ? (*d_probs_extra)[i] : ConstView<B, T>{};
+      layers_[i].backward(c.hidden[i].cview(), c.d_a.cview(), c.d_b.view(), dbias, c.layers[i], extra);
+      std::swap(c.d_a, c.d_b);
+    }
+    if (common_.has_bias) common_.bias.backward(c.d_bias.cview(), c.bias_cache);
+    common_.drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(0).stream);
+  }
+
+ private:
+  detail::StackCommon<B, T, P> common_;
+  std::vector<Layer> layers_;
+};
+
+// The decoder: causal self-attention with a causal position bias, cross-attention to the encoder.
+template <class B, class T, class P>
+class DecoderStack {
+  using Layer = DecoderLayer<B, T, P>;
+
+ public:
+  struct Cache {
+    std::vector<typename Layer::Cache> layers;
+    std::vector<Tensor<B, T>> hidden;
+    typename RelativePositionBias<B, T>::Cache bias_cache;
+    typename detail::StackCommon<B, T, P>::Norm::Cache final_norm;
+    Tensor<B, T> bias, d_bias, d_a, d_b;
+    DropoutKey key;
+  };
+  struct StepState {
+    std::vector<typename Layer::StepState> layers;
+    typename RelativePositionBias<B, T>::Cache bias_cache;
+    typename detail::StackCommon<B, T, P>::Norm::Cache final_norm;
+    Tensor<B, T> bias, a, b;
+    TensorView<B, const std::uint8_t> enc_valid;
+    index_t position = 0, capacity = 0;
+  };
+
+  DecoderStack() = default;
+  DecoderStack(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c)
+      : common_(ps, prefix, c, /*bidirectional=*/false) {
+    for (index_t i = 0; i < c.num_decoder_layers; ++i) layers_.emplace_back(ps, prefix + ".block." + std::to_string(i), c);
+    common_.final_norm = typename detail::StackCommon<B, T, P>::Norm(ps, prefix + ".final_layer_norm", c.d_model, c.layer_norm_epsilon);
+  }
+
+  const std::vector<Layer>& layers() const { return layers_; }
+
+  // x: (B, T, C) embeddings; dec_valid: (B, T) or empty (causal only, as HF by default);
+  // enc: (B, S, C); enc_valid: (B, S) or empty; out: (B, T, C).
+  void forward(ConstView<B, T> x, ConstView<B, std::uint8_t> dec_valid, ConstView<B, T> enc, ConstView<B, std::uint8_t> enc_valid,
+               TensorView<B, T> out, Cache& c, DropoutKey key = {}) const {
+    const index_t Tn = x.dim(1), L = static_cast<index_t>(layers_.size());
+    c.layers.resize(layers_.size());
+    c.hidden.resize(layers_.size() + 1);
+    c.key = key;
+    SoftmaxMask<B, T> self_mask, cross_mask;
+    self_mask.causal = true;
+    self_mask.key_valid = dec_valid;
+    cross_mask.key_valid = enc_valid;
+    if (common_.has_bias) {
+      c.bias.resize(Shape{common_.cfg.num_heads, Tn, Tn});
+      common_.bias.forward(Tn, Tn, 0, c.bias.view(), c.bias_cache);
+      self_mask.bias = c.bias.cview();
+    }
+    for (auto& h : c.hidden) h.resize(x.shape());
+    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(0).stream);
+    for (index_t i = 0; i < L; ++i)
+      layers_[i].forward(c.hidden[i].cview(), enc, self_mask, cross_mask, c.hidden[i + 1].view(), c.layers[i], key.at(8 + i));
+    common_.final_norm.forward(c.hidden[L].cview(), out, c.final_norm);
+    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(1).stream);
+  }
+
+  // dx written; d_enc (B, S, C) ADDED to.
+  void backward(ConstView<B, T> enc, ConstView<B, T> d_out, TensorView<B, T> dx, TensorView<B, T> d_enc, Cache& c) const {
+    const index_t L = static_cast<index_t>(layers_.size());
+    c.d_a.resize(d_out.shape());
+    c.d_b.resize(d_out.shape());
+    common_.drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(1).stream);
+    common_.final_norm.backward(c.hidden[L].cview(), c.d_a.cview(), c.d_a.view(), c.final_norm);
+    TensorView<B, T> dbias;
+    if (common_.has_bias) {
+      c.d_bias.resize(c.bias.shape());
+      ops<B>::fill(c.d_bias.view(), T(0));
+      dbias = c.d_bias.view();
+    }
+    for (index_t i = L - 1; i >= 0; --i) {
+      layers_[i].backward(c.hidden[i].cview(), enc, c.d_a.cview(), c.d_b.view(), d_enc, dbias, c.layers[i]);
+      std::swap(c.d_a, c.d_b);
+    }
+    if (common_.has_bias) common_.bias.backward(c.d_bias.cview(), c.bias_cache);
+    common_.drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(0).stream);
+  }
+
+  // Incremental decoding: keys and values of past positions are kept, so each
+  // new position costs O(t) attention work instead of re-running the prefix.
+  void begin_step(ConstView<B, T> enc, ConstView<B, std::uint8_t> enc_valid, index_t capacity, StepState& st) const {
+    st.layers.resize(layers_.size());
+    for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i].begin_step(enc, capacity, st.layers[i]);
+    st.enc_valid = enc_valid;
+    st.position = 0;
+    st.capacity = capacity;
+  }
+  // x: (B, 1, C) embedding of the token at position st.position; out: (B, 1, C).
+  void step(ConstView<B, T> x, TensorView<B, T> out, StepState& st) const {
+    PLM_CHECK(st.position < st.capacity, "DecoderStack::step: position ", st.position, " beyond the reserved ", st.capacity);
+    const index_t t = st.position;
+    SoftmaxMask<B, T> self_mask, cross_mask;
+    cross_mask.key_valid = st.enc_valid;
+    if (common_.has_bias) {
+      st.bias.resize(Shape{common_.cfg.num_heads, 1, t + 1});
+      common_.bias.forward(1, t + 1, t, st.bias.view(), st.bias_cache);
+      self_mask.bias = st.bias.cview();
+    }
+    st.a.resize(x.shape());
+    st.b.resize(x.shape());
+    ops<B>::copy(x, st.a.view());
+    for (std::size_t i = 0; i < layers_.size(); ++i) {
+      layers_[i].step(st.a.cview(), self_mask, cross_mask, st.b.view(), st.layers[i]);
+      std::swap(st.a, st.b);
+    }
+    common_.final_norm.forward(st.a.cview(), out, st.final_norm);
+    st.position += 1;
+  }
+
+ private:
+  detail::StackCommon<B, T, P> common_;
+  std::vector<Layer> layers_;
+};
+
+template <class B, class T = float, class P = ModelPolicies<GeluTanh>>
+class T5Model {
+  static_assert(is_backend_v<B>, "plm: T5Model<B, T, P> needs a backend tag: plm::cpu or plm::cuda");
+  static_assert(is_compute_type_v<T>, "plm: T5Model computes in float or double");
+
+ public:
+  using backend = B;
+  using value_type = T;
+  using policies = P;
+  using Encoder = EncoderStack<B, T, P>;
+  using Decoder = DecoderStack<B, T, P>;
+
+  struct Cache {
+    typename Encoder::Cache enc;
+    typename Decoder::Cache dec;
+    Tensor<B, T> enc_x, enc_out, dec_x, dec_out, d_enc_out, d_dec_out, d_x;
+    TensorView<B, const std::int32_t> enc_ids, dec_ids;
+    TensorView<B, const std::uint8_t> enc_valid, dec_valid;
+  };
+  struct DecodeState {
+    typename Decoder::StepState dec;
+    typename Encoder::Cache enc;
+    Tensor<B, T> enc_x, enc_out, x, out;
+    Tensor<B, std::int32_t> ids;
+  };
+
+  explicit T5Model(const T5Config& cfg, std::uint64_t seed = 0) : cfg_(cfg), params_(std::make_unique<ParameterSet<B, T>>()) {
+    cfg_.validate();
+    const std::string want = feed_forward_proj_name<typename P::activation, typename P::gating>();
+    PLM_CHECK(cfg_.feed_forward_proj == want, "T5Model: config has feed_forward_proj '", cfg_.feed_forward_proj,
+              "' but this model type is built for '", want, "'; use the matching alias (AnkhModel = gated-gelu, Ankh3Model = gated-silu)");
+    auto& ps = *params_;
+    const double f = cfg_.initializer_factor;
+    shared_ = Embedding<B, T>(ps, "shared", cfg_.vocab_size, cfg_.d_model, f * 1.0);
+    encoder_ = Encoder(ps, "encoder", cfg_);
+    if (cfg_.num_decoder_layers > 0) {
+      decoder_ = Decoder(ps, "decoder", cfg_);
+      if (!cfg_.tie_word_embeddings) lm_head_ = Linear<B, T>(ps, "lm_head", cfg_.d_model, cfg_.vocab_size, f * 1.0);
+    }
+    ps.allocate();
+    ps.init(seed);
+  }
+  T5Model(const T5Model&) = delete;
+  T5Model& operator=(const T5Model&) = delete;
+  T5Model(T5Model&&) = default;
+  T5Model& operator=(T5Model&&) = default;
+
+  const T5Config& config() const { return cfg_; }
+  ParameterSet<B, T>& params() { return *params_; }
+  const ParameterSet<B, T>& params() const { return *params_; }
+  bool has_decoder() const { return cfg_.num_decoder_layers > 0; }
+  const Encoder& encoder() const { return encoder_; }
+  const Decoder& decoder() const { return decoder_; }
+
+  // Encoder only: ids (B, S) -> out (B, S, C), the final-normed hidden states
+  // (the embeddings of downstream tasks). valid: (B, S), 1 = token, 0 = padding; empty = all tokens.
+  void encode(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, TensorView<B, T> out, Cache& c,
+              std::uint64_t dropout_seed = 0) const {
+    check_ids("encode", ids, valid);
+    PLM_CHECK(out.shape() == Shape({ids.dim(0), ids.dim(1), cfg_.d_model}), "T5Model::encode: out ", out.shape(), " must be ",
+              Shape({ids.dim(0), ids.dim(1), cfg_.d_model}));
+    c.enc_ids = ids;
+    c.enc_valid = valid;
+    c.enc_x.resize(out.shape());
+    shared_.forward(ids, c.enc_x.view());
+    encoder_.forward(c.enc_x.cview(), valid, out, c.enc, DropoutKey{dropout_seed, 1});
+  }
+  // Gradient of encode()'s output into the parameters.
+  void encode_backward(ConstView<B, T> d_out, Cache& c,
+                       const std::vector<TensorView<B, const T>>* d_probs_extra = nullptr) const {
+    c.d_x.resize(d_out.shape());
+    encoder_.backward(d_out, c.d_x.view(), c.enc, d_probs_extra);
+    shared_.backward(c.enc_ids, c.d_x.cview());
+  }
+
+  // Full model: enc_ids (B, S), dec_ids (B, T) (the shifted targets) -> logits (B, T, V).
+  void forward(ConstView<B, std::int32_t> enc_ids, ConstView<B, std::uint8_t> enc_valid, ConstView<B, std::int32_t> dec_ids,
+               TensorView<B, T> logits, Cache& c, std::uint64_t dropout_seed = 0, ConstView<B, std::uint8_t> dec_valid = {}) const {
+    PLM_CHECK(has_decoder(), "T5Model::forward: this model has no decoder (num_decoder_layers = 0); use encode()");
+    check_ids("forward (decoder)", dec_ids, dec_valid);
+    PLM_CHECK(dec_ids.dim(0) == enc_ids.dim(0), "T5Model::forward: encoder batch ", enc_ids.dim(0), " != decoder batch ", dec_ids.dim(0));
+    const index_t Bn = enc_ids.dim(0), S = enc_ids.dim(1), Tn = dec_ids.dim(1), C = cfg_.d_model;
+    PLM_CHECK(logits.shape() == Shape({Bn, Tn, cfg_.vocab_size}), "T5Model::forward: logits ", logits.shape(), " must be ",
+              Shape({Bn, Tn, cfg_.vocab_size}));
+    c.enc_out.resize(Shape{Bn, S, C});
+    encode(enc_ids, enc_valid, c.enc_out.view(), c, dropout_seed);
+    c.dec_ids = dec_ids;
+    c.dec_valid = dec_valid;
+    c.dec_x.resize(Shape{Bn, Tn, C});
+    c.dec_out.resize(Shape{Bn, Tn, C});
+    shared_.forward(dec_ids, c.dec_x.view());
+    decoder_.forward(c.dec_x.cview(), dec_valid, c.enc_out.cview(), enc_valid, c.dec_out.view(), c.dec, DropoutKey{dropout_seed, 2});
+    head_forward(c.dec_out.cview(), logits);
+  }
+
+  // dlogits (B, T, V) -> parameter gradients (added).
+  void backward(ConstView<B, T> dlogits, Cache& c) const {
+    c.d_dec_out.resize(c.dec_out.shape());
+    head_backward(c.dec_out.cview(), dlogits, c.d_dec_out.view());
+    c.d_enc_out.resize(c.enc_out.shape());
+    ops<B>::fill(c.d_enc_out.view(), T(0));
+    c.d_x.resize(c.dec_x.shape());
+    decoder_.backward(c.enc_out.cview(), c.d_dec_out.cview(), c.d_x.view(), c.d_enc_out.view(), c.dec);
+    shared_.backward(c.dec_ids, c.d_x.cview());
+    encode_backward(c.d_enc_out.cview(), c);
+  }
+
+  // --- incremental decoding ---------------------------------------------------
+  // Encodes the source once and prepares per-layer key/value caches for up to
+  // max_len decoder positions.
+  void begin_decoding(ConstView<B, std::int32_t> enc_ids, ConstView<B, std::uint8_t> enc_valid, index_t max_len, DecodeState& st) const {
+    PLM_CHECK(has_decoder(), "T5Model::begin_decoding: this model has no decoder");
+    check_ids("begin_decoding", enc_ids, enc_valid);
+    const index_t Bn = enc_ids.dim(0), S = enc_ids.dim(1), C = cfg_.d_model;
+    st.enc_x.resize(Shape{Bn, S, C});
+    st.enc_out.resize(Shape{Bn, S, C});
+    shared_.forward(enc_ids, st.enc_x.view());
+    encoder_.forward(st.enc_x.cview(), enc_valid, st.enc_out.view(), st.enc);
+    decoder_.begin_step(st.enc_out.cview(), enc_valid, max_len, st.dec);
+  }
+  // Feeds one token per sequence (B) at the next position; logits: (B, V) for the position after it.
+  void decode_step(ConstView<B, std::int32_t> tokens, TensorView<B, T> logits, DecodeState& st) const {
+    const index_t Bn = tokens.numel(), C = cfg_.d_model;
+    PLM_CHECK(logits.shape() == Shape({Bn, cfg_.vocab_size}), "T5Model::decode_step: logits ", logits.shape(), " must be ",
+              Shape({Bn, cfg_.vocab_size}));
+    st.x.resize(Shape{Bn, 1, C});
+    st.out.resize(Shape{Bn, 1, C});
+    shared_.forward(tokens.reshape(Shape{Bn, 1}), st.x.view());
+    decoder_.step(st.x.cview(), st.out.view(), st.dec);
+    head_forward(st.out.cview(), logits.reshape(Shape{Bn, 1, cfg_.vocab_size}));
+  }
+
+ private:
+  void check_ids(const char* where, ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid) const {
+    PLM_CHECK(ids.rank() == 2, "T5Model::", where, ": ids ", ids.shape(), " must be (B, T)");
+    if (!valid.empty())
+      PLM_CHECK(valid.shape() == ids.shape(), "T5Model::", where, ": mask ", valid.shape(), " must match ids ", ids.shape());
+  }
+  double head_scale() const { return cfg_.tie_word_embeddings ? 1.0 / std::sqrt(static_cast<double>(cfg_.d_model)) : 1.0; }
+  void head_forward(ConstView<B, T> h, TensorView<B, T> logits) const {
+    if (cfg_.tie_word_embeddings) {
+      ops<B>::matmul(h.reshape(Shape{h.shape().rows(), cfg_.d_model}), false, ConstView<B, T>(shared_.weight().value()), true,
+                     logits.reshape(Shape{logits.shape().rows(), cfg_.vocab_size}), static_cast<T>(head_scale()));
+    } else {
+      lm_head_.forward(h, logits);
+    }
+  }
+  void head_backward(ConstView<B, T> h, ConstView<B, T> dlogits, TensorView<B, T> dh) const {
+    if (cfg_.tie_word_embeddings) {
+      const auto h2 = h.reshape(Shape{h.shape().rows(), cfg_.d_model});
+      const auto g2 = dlogits.reshape(Shape{dlogits.shape().rows(), cfg_.vocab_size});
+      const T s = static_cast<T>(head_scale());
+      ops<B>::matmul(g2, true, h2, false, shared_.weight().grad(), s, T(1));
+      ops<B>::matmul(g2, false, ConstView<B, T>(shared_.weight().value()), false, dh.reshape(Shape{dh.shape().rows(), cfg_.d_model}), s);
+    } else {
+      lm_head_.backward(h, dlogits, dh);
+    }
+  }
+
+  T5Config cfg_;
+  std::unique_ptr<ParameterSet<B, T>> params_;
+  Embedding<B, T> shared_;
+  Encoder encoder_;
+  Decoder decoder_;
+  Linear<B, T> lm_head_;
+};
+
+// The Ankh family: gated gelu (tanh) FFN, RMS norm, relative position buckets.
+using AnkhPolicies = ModelPolicies<GeluTanh, Gated, RMSNormPolicy, RelativeBuckets>;
+// Ankh2 / Ankh3: gated silu.
+using Ankh3Policies = ModelPolicies<Silu, Gated, RMSNormPolicy, RelativeBuckets>;
+template <class B, class T = float> using AnkhModel = T5Model<B, T, AnkhPolicies>;
+template <class B, class T = float> using Ankh3Model = T5Model<B, T, Ankh3Policies>;
+
+}  // namespace plm::nn
