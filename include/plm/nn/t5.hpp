@@ -43,10 +43,15 @@ struct StackCommon {
 }  // namespace detail
 
 // The encoder: embeddings in, final-normed hidden states out.
-template <class B, class T, class P>
+//
+// Layer is any type with EncoderLayer's interface: a constructor
+// (ParameterSet&, prefix, const T5Config&), a Cache type, and
+//   forward(x, const SoftmaxMask&, y, Cache&, DropoutKey)
+//   backward(x, dy, dx, dbias, Cache&, d_probs_extra)
+// so a user-written layer plugs into a stack without changing plm
+// (examples/custom_model does this).
+template <class B, class T, class P, class Layer = EncoderLayer<B, T, P>>
 class EncoderStack {
-  using Layer = EncoderLayer<B, T, P>;
-
  public:
   struct Cache {
     std::vector<typename Layer::Cache> layers;

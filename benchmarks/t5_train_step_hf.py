@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Peer measurement for benchmarks/t5_train_step: one training step (forward,
+loss, backward) of Hugging Face transformers' T5ForConditionalGeneration in
+fp32 on the CPU, with the same config, batch and thread count as the C++ side.
+Prints one JSON line: {"median_s": ..., "times": [...], "torch": ..., "transformers": ...}.
+
+Needs: pip install torch transformers (for the benchmark only)."""
+import argparse
+import json
+import time
+
+import torch
+import transformers
+from transformers import T5Config, T5ForConditionalGeneration
+
+
+def main():
+    p = argparse.ArgumentParser()
+    for name in ["d_model", "d_kv", "d_ff", "num_heads", "num_layers", "num_decoder_layers", "vocab_size",
+                 "num_buckets", "max_distance", "batch", "src_len", "tgt_len", "threads", "reps", "warmup"]:
+        p.add_argument("--" + name, type=int, required=True)
+    p.add_argument("--feed_forward_proj", default="gated-gelu")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=a.vocab_size, d_model=a.d_model, d_kv=a.d_kv, d_ff=a.d_ff, num_heads=a.num_heads,
+                   num_layers=a.num_layers, num_decoder_layers=a.num_decoder_layers,
+                   relative_attention_num_buckets=a.num_buckets, relative_attention_max_distance=a.max_distance,
+                   feed_forward_proj=a.feed_forward_proj, dropout_rate=0.0, tie_word_embeddings=False)
+    model = T5ForConditionalGeneration(cfg).float().train()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, a.vocab_size, (a.batch, a.src_len), generator=g)
+    labels = torch.randint(3, a.vocab_size, (a.batch, a.tgt_len), generator=g)
+    mask = torch.ones_like(ids)
+
+    def step():
+        model.zero_grad(set_to_none=False)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels)
+        out.loss.backward()
+
+    for _ in range(a.warmup):
+        step()
+    times = []
+    for _ in range(a.reps):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    print(json.dumps({"median_s": times[len(times) // 2], "times": times, "torch": torch.__version__,
+                      "transformers": transformers.__version__}))
+
+
+if __name__ == "__main__":
+    main()
