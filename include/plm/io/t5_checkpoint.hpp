@@ -1,0 +1,134 @@
+#pragma once
+// Hugging Face T5 checkpoints <-> plm T5 models.
+//
+// A checkpoint directory holds config.json and model.safetensors, as
+// save_pretrained writes them for T5ForConditionalGeneration or T5EncoderModel.
+// Parameters map by name one to one (plm uses Hugging Face's names), with the
+// aliases transformers itself uses: `shared.weight` may be stored as
+// `encoder.embed_tokens.weight` / `decoder.embed_tokens.weight`. Loading
+// refuses, naming every offending tensor, a checkpoint with missing, extra or
+// mis-shaped tensors, so a wrong file never half-loads silently.
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "plm/io/hf_config.hpp"
+#include "plm/io/safetensors.hpp"
+#include "plm/nn/t5.hpp"
+
+namespace plm::io {
+
+namespace detail {
+inline std::string list_names(const std::vector<std::string>& names, std::size_t limit = 8) {
+  std::string s;
+  for (std::size_t i = 0; i < names.size() && i < limit; ++i) s += (i ? ", " : "") + names[i];
+  if (names.size() > limit) s += ", ... (" + std::to_string(names.size()) + " in all)";
+  return s;
+}
+inline std::string weights_path(const std::string& dir_or_file) {
+  namespace fs = std::filesystem;
+  return fs::is_directory(dir_or_file) ? (fs::path(dir_or_file) / "model.safetensors").string() : dir_or_file;
+}
+}  // namespace detail
+
+// Reads every parameter of `params` from a safetensors file (or a directory
+// holding model.safetensors), converting dtypes as needed.
+template <class B, class T>
+void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file) {
+  const std::string path = detail::weights_path(dir_or_file);
+  const SafetensorsReader file(path);
+  static const char* const embed_aliases[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
+  std::vector<std::string> missing;
+  std::set<std::string> used;
+  auto source_of = [&](const std::string& name) -> std::string {
+    if (file.contains(name)) return name;
+    if (name == "shared.weight")
+      for (const char* a : embed_aliases)
+        if (file.contains(a)) return a;
+    return {};
+  };
+  for (const auto& e : params.entries()) {
+    const std::string src = source_of(e.name);
+    if (src.empty()) missing.push_back(e.name);
+    else used.insert(src);
+  }
+  PLM_CHECK(missing.empty(), "load_parameters: ", path, " lacks ", missing.size(), " tensor(s) the model needs: ",
+            detail::list_names(missing));
+  std::vector<std::string> extra;
+  for (const auto& info : file.tensors()) {
+    const bool alias = info.name == embed_aliases[0] || info.name == embed_aliases[1];
+    if (!used.count(info.name) && !(alias && params.find("shared.weight") >= 0)) extra.push_back(info.name);
+  }
+  PLM_CHECK(extra.empty(), "load_parameters: ", path, " has ", extra.size(), " tensor(s) this model does not have: ",
+            detail::list_names(extra), " (a different architecture or config?)");
+  Tensor<cpu, T> host;
+  for (index_t i = 0; i < params.size(); ++i) {
+    const auto& e = params.entry(i);
+    if constexpr (std::is_same_v<B, cpu>) {
+      file.read<T>(source_of(e.name), params.value(i));
+    } else {
+      host.resize(e.shape);
+      file.read<T>(source_of(e.name), host.view());
+      upload(host.data(), params.value(i));
+    }
+  }
+}
+
+// Writes every parameter under its name, in float32 (or `Stored` = double / bf16).
+template <class Stored = float, class B, class T>
+void save_parameters(const nn::ParameterSet<B, T>& params, const std::string& path,
+                     const std::map<std::string, std::string>& metadata = {{"format", "pt"}}) {
+  std::vector<Tensor<cpu, Stored>> converted;
+  std::vector<Tensor<cpu, T>> host;
+  converted.reserve(static_cast<std::size_t>(params.size()));
+  host.reserve(static_cast<std::size_t>(params.size()));
+  SafetensorsWriter w;
+  for (index_t i = 0; i < params.size(); ++i) {
+    const auto& e = params.entry(i);
+    ConstView<cpu, T> v;
+    if constexpr (std::is_same_v<B, cpu>) {
+      v = params.value(i);
+    } else {
+      host.emplace_back(e.shape);
+      download(ConstView<B, T>(params.value(i)), host.back().data());
+      v = host.back().cview();
+    }
+    if constexpr (std::is_same_v<Stored, T>) {
+      w.add<T>(e.name, v);
+    } else {
+      converted.emplace_back(e.shape);
+      ops<cpu>::convert<T, Stored>(v, converted.back().view());
+      w.add<Stored>(e.name, converted.back().cview());
+    }
+  }
+  for (const auto& [k, v] : metadata) w.set_metadata(k, v);
+  w.write(path);
+}
+
+// Builds a model of type Model (e.g. nn::Ankh3Model<cpu, float>) from a Hugging
+// Face checkpoint directory. The config's feed_forward_proj must match the
+// model type's policies (the constructor says so otherwise).
+template <class Model>
+Model load_t5(const std::string& dir) {
+  namespace fs = std::filesystem;
+  PLM_CHECK(fs::is_directory(dir), "load_t5: ", dir, " is not a directory (expected config.json and model.safetensors)");
+  Model m(read_t5_config((fs::path(dir) / "config.json").string()));
+  load_parameters(m.params(), dir);
+  return m;
+}
+
+// Writes config.json and model.safetensors into dir (created if needed), loadable
+// by transformers' from_pretrained (T5ForConditionalGeneration, or T5EncoderModel
+// for a model without decoder).
+template <class Stored = float, class Model>
+void save_t5(const Model& m, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  PLM_CHECK(!ec, "save_t5: cannot create ", dir, ": ", ec.message());
+  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string());
+  write_t5_config(m.config(), (fs::path(dir) / "config.json").string(), !m.has_decoder());
+}
+
+}  // namespace plm::io
