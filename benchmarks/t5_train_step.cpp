@@ -54,8 +54,14 @@ double run_peer(const std::string& cmd) {
     std::fprintf(stderr, "t5_train_step: peer command failed (rc %d): %s\n%s\n", rc, cmd.c_str(), out.c_str());
     return -1;
   }
-  const auto v = out.find("\"torch\"");
-  std::printf("peer: %s", out.substr(v == std::string::npos ? 0 : v).c_str());
+  auto field = [&](const char* key) {
+    const std::string k2 = std::string("\"") + key + "\": \"";
+    const auto a = out.find(k2);
+    if (a == std::string::npos) return std::string("?");
+    const auto b = out.find('"', a + k2.size());
+    return out.substr(a + k2.size(), b - a - k2.size());
+  };
+  std::printf("peer: torch %s, transformers %s\n", field("torch").c_str(), field("transformers").c_str());
   return std::atof(out.c_str() + k + 11);
 }
 

@@ -26,8 +26,12 @@ def main():
     cfg = T5Config(vocab_size=a.vocab_size, d_model=a.d_model, d_kv=a.d_kv, d_ff=a.d_ff, num_heads=a.num_heads,
                    num_layers=a.num_layers, num_decoder_layers=a.num_decoder_layers,
                    relative_attention_num_buckets=a.num_buckets, relative_attention_max_distance=a.max_distance,
-                   feed_forward_proj=a.feed_forward_proj, dropout_rate=0.0, tie_word_embeddings=False)
+                   feed_forward_proj=a.feed_forward_proj, dropout_rate=0.0, tie_word_embeddings=False,
+                   pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     model = T5ForConditionalGeneration(cfg).float().train()
+    # Ankh's head is untied; some transformers versions tie it regardless of the flag.
+    if model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr():
+        model.lm_head.weight = torch.nn.Parameter(model.shared.weight.detach().clone())
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, a.vocab_size, (a.batch, a.src_len), generator=g)
     labels = torch.randint(3, a.vocab_size, (a.batch, a.tgt_len), generator=g)
