@@ -122,6 +122,29 @@ TEST_CASE("checkpoints: save_t5 round trip, and missing / extra / mis-shaped ten
   CHECK(back.config().num_decoder_layers == 3);
   CHECK(std::memcmp(back.params().values().data(), m.params().values().data(), sizeof(float) * m.params().numel()) == 0);
 
+  // the encoder alone, from the full checkpoint; its states equal the full model's encoder states
+  {
+    auto enc = io::load_t5_encoder<nn::Ankh3Model<cpu, double>>(src);
+    CHECK_FALSE(enc.has_decoder());
+    CHECK(enc.params().find("lm_head.weight") < 0);
+    const io::SafetensorsReader ref((fs::path(src) / "io.safetensors").string());
+    const Inputs in = read_inputs(ref);
+    Tensor<cpu, double> states(Shape{in.ids.dim(0), in.ids.dim(1), enc.config().d_model});
+    nn::Ankh3Model<cpu, double>::Cache cache;
+    enc.encode(in.ids, in.valid, states, cache);
+    CHECK(rel_error<double>(states, ref.load<double>("encoder_last_hidden_state")) < 1e-12);
+    // saved as a T5EncoderModel checkpoint and loaded back
+    io::save_t5(enc, (tmp / "encoder").string());
+    auto enc2 = io::load_t5<nn::Ankh3Model<cpu, double>>((tmp / "encoder").string());
+    CHECK_FALSE(enc2.has_decoder());
+    CHECK(enc2.params().numel() == enc.params().numel());
+    // a full model cannot load from an encoder-only checkpoint
+    nn::T5Config full = enc.config();
+    full.num_decoder_layers = 1;
+    nn::Ankh3Model<cpu, double> m_full(full);
+    check_error([&] { io::load_parameters(m_full.params(), (tmp / "encoder").string()); }, "lacks", "decoder.block.0");
+  }
+
   // a model of the wrong type
   check_error([&] { io::load_t5<nn::AnkhModel<cpu, float>>(src); }, "feed_forward_proj 'gated-silu'");
 

@@ -33,9 +33,13 @@ inline std::string weights_path(const std::string& dir_or_file) {
 }  // namespace detail
 
 // Reads every parameter of `params` from a safetensors file (or a directory
-// holding model.safetensors), converting dtypes as needed.
+// holding model.safetensors), converting dtypes as needed. Tensors of the file
+// whose names start with one of `skip_prefixes` are ignored instead of being
+// reported as extra (e.g. "decoder." and "lm_head." to take the encoder of a
+// full checkpoint).
 template <class B, class T>
-void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file) {
+void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file,
+                     const std::vector<std::string>& skip_prefixes = {}) {
   const std::string path = detail::weights_path(dir_or_file);
   const SafetensorsReader file(path);
   static const char* const embed_aliases[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
@@ -58,7 +62,9 @@ void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_f
   std::vector<std::string> extra;
   for (const auto& info : file.tensors()) {
     const bool alias = info.name == embed_aliases[0] || info.name == embed_aliases[1];
-    if (!used.count(info.name) && !(alias && params.find("shared.weight") >= 0)) extra.push_back(info.name);
+    bool skipped = false;
+    for (const auto& p : skip_prefixes) skipped = skipped || info.name.rfind(p, 0) == 0;
+    if (!used.count(info.name) && !skipped && !(alias && params.find("shared.weight") >= 0)) extra.push_back(info.name);
   }
   PLM_CHECK(extra.empty(), "load_parameters: ", path, " has ", extra.size(), " tensor(s) this model does not have: ",
             detail::list_names(extra), " (a different architecture or config?)");
@@ -115,6 +121,20 @@ Model load_t5(const std::string& dir) {
   PLM_CHECK(fs::is_directory(dir), "load_t5: ", dir, " is not a directory (expected config.json and model.safetensors)");
   Model m(read_t5_config((fs::path(dir) / "config.json").string()));
   load_parameters(m.params(), dir);
+  return m;
+}
+
+// The encoder alone (num_decoder_layers = 0), from a T5EncoderModel checkpoint
+// or from the encoder half of a T5ForConditionalGeneration one: what
+// embedding extraction and encoder fine-tuning need, at half the memory.
+template <class Model>
+Model load_t5_encoder(const std::string& dir) {
+  namespace fs = std::filesystem;
+  PLM_CHECK(fs::is_directory(dir), "load_t5_encoder: ", dir, " is not a directory (expected config.json and model.safetensors)");
+  nn::T5Config c = read_t5_config((fs::path(dir) / "config.json").string());
+  c.num_decoder_layers = 0;
+  Model m(c);
+  load_parameters(m.params(), dir, {"decoder.", "lm_head."});
   return m;
 }
 
