@@ -404,3 +404,37 @@ TEST_CASE("T5Model: presets, config checks, initialisation, names") {
   Ankh3Model<cpu, float> m2(c, 3);
   CHECK(std::memcmp(m.params().values().data(), m2.params().values().data(), sizeof(float) * ps.numel()) == 0);
 }
+
+TEST_CASE("reorder_decoding permutes every cache row (beam search support)") {
+  T5Config c = T5Config::ankh3_tiny();
+  c.vocab_size = 30;
+  Ankh3Model<cpu, D> m(c, 4);
+  Tensor<cpu, std::int32_t> src(Shape{3, 6});
+  Philox rng(2);
+  for (index_t i = 0; i < src.numel(); ++i) src.data()[i] = 3 + static_cast<std::int32_t>(rng.below(27));
+  auto valid = padding_mask(3, 6);
+  Ankh3Model<cpu, D>::DecodeState a, b;
+  m.begin_decoding(src, valid, 5, a);
+  Tensor<cpu, std::int32_t> tok(Shape{3});
+  for (index_t i = 0; i < 3; ++i) tok.data()[i] = static_cast<std::int32_t>(5 + i);
+  DT la(Shape{3, c.vocab_size});
+  m.decode_step(tok, la, a);
+  // reorder rows (2, 0, 0), then step: must equal decoding the permuted batch from the start
+  Tensor<cpu, std::int32_t> rows(Shape{3});
+  rows.data()[0] = 2, rows.data()[1] = 0, rows.data()[2] = 0;
+  m.reorder_decoding(rows, a);
+  Tensor<cpu, std::int32_t> src2(Shape{3, 6}), tok2(Shape{3}), next(Shape{3});
+  Tensor<cpu, std::uint8_t> valid2(Shape{3, 6});
+  for (index_t i = 0; i < 3; ++i) {
+    const index_t r = rows.data()[i];
+    for (index_t t = 0; t < 6; ++t) src2.at(i, t) = src.at(r, t), valid2.at(i, t) = valid.at(r, t);
+    tok2.data()[i] = tok.data()[r];
+  }
+  m.begin_decoding(src2, valid2, 5, b);
+  DT lb(Shape{3, c.vocab_size});
+  m.decode_step(tok2, lb, b);
+  for (index_t i = 0; i < 3; ++i) next.data()[i] = 7;
+  m.decode_step(next, la, a);
+  m.decode_step(next, lb, b);
+  CHECK(max_rel_diff<D, D>(la, lb) < 1e-12);
+}

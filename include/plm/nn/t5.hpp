@@ -140,8 +140,9 @@ class DecoderStack {
     std::vector<typename Layer::StepState> layers;
     typename RelativePositionBias<B, T>::Cache bias_cache;
     typename detail::StackCommon<B, T, P>::Norm::Cache final_norm;
-    Tensor<B, T> bias, a, b;
-    TensorView<B, const std::uint8_t> enc_valid;
+    Tensor<B, T> bias, a, b, scratch;
+    Tensor<B, std::uint8_t> enc_valid, valid_scratch;  // owned: reordering permutes it
+    bool has_enc_valid = false;
     index_t position = 0, capacity = 0;
   };
 
@@ -205,7 +206,11 @@ class DecoderStack {
   void begin_step(ConstView<B, T> enc, ConstView<B, std::uint8_t> enc_valid, index_t capacity, StepState& st) const {
     st.layers.resize(layers_.size());
     for (std::size_t i = 0; i < layers_.size(); ++i) layers_[i].begin_step(enc, capacity, st.layers[i]);
-    st.enc_valid = enc_valid;
+    st.has_enc_valid = !enc_valid.empty();
+    if (st.has_enc_valid) {
+      st.enc_valid.resize(enc_valid.shape());
+      ops<B>::copy(enc_valid, st.enc_valid.view());
+    }
     st.position = 0;
     st.capacity = capacity;
   }
@@ -214,7 +219,7 @@ class DecoderStack {
     PLM_CHECK(st.position < st.capacity, "DecoderStack::step: position ", st.position, " beyond the reserved ", st.capacity);
     const index_t t = st.position;
     SoftmaxMask<B, T> self_mask, cross_mask;
-    cross_mask.key_valid = st.enc_valid;
+    if (st.has_enc_valid) cross_mask.key_valid = st.enc_valid.cview();
     if (common_.has_bias) {
       st.bias.resize(Shape{common_.cfg.num_heads, 1, t + 1});
       common_.bias.forward(1, t + 1, t, st.bias.view(), st.bias_cache);
@@ -229,6 +234,31 @@ class DecoderStack {
     }
     common_.final_norm.forward(st.a.cview(), out, st.final_norm);
     st.position += 1;
+  }
+
+  // Makes row b of every cache a copy of row rows[b] (beam search: keep the
+  // surviving hypotheses). rows: (B) indices into the current batch.
+  void reorder(ConstView<B, std::int32_t> rows, StepState& st) const {
+    auto permute = [&](Tensor<B, T>& t) {
+      if (t.numel() == 0) return;
+      const index_t Bn = t.dim(0), row = t.numel() / Bn;
+      PLM_CHECK(rows.numel() == Bn, "DecoderStack::reorder: ", rows.numel(), " rows for a batch of ", Bn);
+      st.scratch.resize(Shape{Bn, row});
+      ops<B>::gather(t.cview().reshape(Shape{Bn, row}), rows, st.scratch.view());
+      ops<B>::copy(st.scratch.cview(), t.view().reshape(Shape{Bn, row}));
+    };
+    for (auto& l : st.layers) {
+      permute(l.self_kv.k);
+      permute(l.self_kv.v);
+      permute(l.cross_kv.k);
+      permute(l.cross_kv.v);
+    }
+    if (st.has_enc_valid) {
+      const index_t Bn = st.enc_valid.dim(0), S = st.enc_valid.dim(1);
+      st.valid_scratch.resize(Shape{Bn, S});
+      ops<B>::gather(st.enc_valid.cview(), rows, st.valid_scratch.view());
+      ops<B>::copy(st.valid_scratch.cview(), st.enc_valid.view());
+    }
   }
 
  private:
@@ -356,6 +386,9 @@ class T5Model {
     encoder_.forward(st.enc_x.cview(), enc_valid, st.enc_out.view(), st.enc);
     decoder_.begin_step(st.enc_out.cview(), enc_valid, max_len, st.dec);
   }
+  // Beam search: row b of the decoding state becomes a copy of row rows[b].
+  void reorder_decoding(ConstView<B, std::int32_t> rows, DecodeState& st) const { decoder_.reorder(rows, st.dec); }
+
   // Feeds one token per sequence (B) at the next position; logits: (B, V) for the position after it.
   void decode_step(ConstView<B, std::int32_t> tokens, TensorView<B, T> logits, DecodeState& st) const {
     const index_t Bn = tokens.numel(), C = cfg_.d_model;
