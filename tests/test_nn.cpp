@@ -9,6 +9,7 @@
 #include "ops_test_support.hpp"
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/cross_entropy.hpp"
+#include "plm/objectives/multitask.hpp"
 
 using namespace plm;
 using namespace plm::nn;
@@ -437,4 +438,41 @@ TEST_CASE("reorder_decoding permutes every cache row (beam search support)") {
   m.decode_step(next, la, a);
   m.decode_step(next, lb, b);
   CHECK(max_rel_diff<D, D>(la, lb) < 1e-12);
+}
+
+TEST_CASE("MultiTask objective: per-task means, weights, residue accuracy, fused gradient") {
+  const index_t Bn = 3, Tn = 4, V = 6;
+  DT logits = random_tensor<D>(Shape{Bn, Tn, V}, 31, -2, 2);
+  Tensor<cpu, std::int32_t> labels(Shape{Bn, Tn});
+  const std::int32_t lv[12] = {3, 5, 1, -100, 4, 4, 2, 1, 5, 3, -100, -100};
+  std::copy(lv, lv + 12, labels.data());
+  const std::vector<std::int32_t> task = {0, 1, 0};
+  objectives::MultiTask<cpu, D> mt({{"nlu", 1.0}, {"s2s", 0.5}}, {3, 4, 5});
+  DT g(logits.shape());
+  const auto r = mt(logits, labels, task, g);
+  // reference: plain cross-entropy on each task's rows
+  auto task_loss = [&](std::int32_t k) {
+    Tensor<cpu, std::int32_t> only(labels.shape());
+    for (index_t b = 0; b < Bn; ++b)
+      for (index_t t = 0; t < Tn; ++t) only.at(b, t) = task[b] == k ? labels.at(b, t) : -100;
+    return objectives::CrossEntropy<cpu, D>(-100)(logits, only);
+  };
+  const auto l0 = task_loss(0), l1 = task_loss(1);
+  CHECK(r.tasks[0].tokens == 5);
+  CHECK(r.tasks[1].tokens == 4);
+  CHECK(r.tasks[0].loss == doctest::Approx(l0.loss).epsilon(1e-12));
+  CHECK(r.tasks[1].loss == doctest::Approx(l1.loss).epsilon(1e-12));
+  CHECK(r.tasks[0].correct == l0.correct);
+  CHECK(r.total == doctest::Approx(l0.loss + 0.5 * l1.loss).epsilon(1e-12));
+  // residue accuracy counts only targets 3, 4, 5 (not eos 1 or 2)
+  CHECK(r.tasks[0].residue_tokens == 4);
+  CHECK(r.tasks[1].residue_tokens == 2);
+  auto loss = [&] { return mt(logits, labels, task).total; };
+  expect_ok(check_gradient(logits, g, loss), "MultiTask dlogits");
+  // single-task forms
+  objectives::SpanMLM<cpu, D> mlm({3, 4, 5});
+  const auto s = mlm(logits, labels);
+  CHECK(s.tokens == 9);
+  CHECK(s.residue_tokens == 6);
+  check_error([&] { mt(logits, labels, {0, 2, 0}); }, "MultiTask: sequence 1 has task id 2 of 2 tasks");
 }

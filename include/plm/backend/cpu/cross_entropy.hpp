@@ -18,6 +18,14 @@ struct CrossEntropySums {
   std::int64_t correct = 0;  // rows whose argmax equals the target
 };
 
+// Optional per-row inputs and outputs of cross_entropy (empty views = unused).
+template <class B, class T>
+struct CrossEntropyRows {
+  TensorView<B, const T> grad_scale;       // (rows): per-row gradient scale, replacing the scalar one
+  TensorView<B, T> loss;                   // (rows) out: each row's loss, 0 where ignored
+  TensorView<B, std::uint8_t> correct;     // (rows) out: 1 where argmax == target
+};
+
 }  // namespace plm
 
 namespace plm::detail {
@@ -31,7 +39,8 @@ struct cpu_cross_entropy {
   // A target outside [0, V) that is not ignore_index is an error naming its row.
   template <class T>
   static CrossEntropySums cross_entropy(CView<T> logits, CView<std::int32_t> targets, std::int32_t ignore_index,
-                                        T label_smoothing = T(0), View<T> dlogits = {}, T grad_scale = T(1)) {
+                                        T label_smoothing = T(0), View<T> dlogits = {}, T grad_scale = T(1),
+                                        const CrossEntropyRows<cpu, T>& per_row = {}) {
     require_compute_type<T>("cross_entropy");
     const char* op = "cross_entropy";
     check_rank_at_least(op, "logits", logits.shape(), 1);
@@ -44,8 +53,15 @@ struct cpu_cross_entropy {
     for (index_t r = 0; r < rows; ++r)
       PLM_CHECK(pt[r] == ignore_index || (pt[r] >= 0 && pt[r] < V), op, ": target ", pt[r], " at row ", r,
                 " is outside the vocabulary of ", V, " (ignore_index ", ignore_index, ")");
+    for (auto [name, n] : {std::pair{"grad_scale", per_row.grad_scale.empty() ? rows : per_row.grad_scale.numel()},
+                           std::pair{"loss", per_row.loss.empty() ? rows : per_row.loss.numel()},
+                           std::pair{"correct", per_row.correct.empty() ? rows : per_row.correct.numel()}})
+      PLM_CHECK(n == rows, op, ": per-row ", name, " has ", n, " elements for ", rows, " rows of logits ", logits.shape());
     const T* pl = logits.data();
     T* pg = dlogits.data();
+    const T* rscale = per_row.grad_scale.data();
+    T* rloss = per_row.loss.data();
+    std::uint8_t* rcorrect = per_row.correct.data();
     const int nt = num_threads();
     std::vector<CrossEntropySums> part(static_cast<std::size_t>(std::max(1, nt)));
     parallel_for(rows, V * 4, [&](index_t r0, index_t r1) {
@@ -57,6 +73,8 @@ struct cpu_cross_entropy {
         if (t == ignore_index) {
           if (g)
             for (index_t j = 0; j < V; ++j) g[j] = T(0);
+          if (rloss) rloss[r] = T(0);
+          if (rcorrect) rcorrect[r] = 0;
           continue;
         }
         T mx = l[0];
@@ -72,14 +90,18 @@ struct cpu_cross_entropy {
         const double nll = lse - static_cast<double>(l[t]);
         const double smooth = lse - sum_l / static_cast<double>(V);  // mean_j -log p_j
         const double ls = static_cast<double>(label_smoothing);
-        s.loss += (1 - ls) * nll + ls * smooth;
+        const double row_loss = (1 - ls) * nll + ls * smooth;
+        s.loss += row_loss;
         s.nll += nll;
         s.count += 1;
         s.correct += arg == t;
+        if (rloss) rloss[r] = static_cast<T>(row_loss);
+        if (rcorrect) rcorrect[r] = arg == t;
         if (g) {
+          const T gs = rscale ? rscale[r] : grad_scale;
           const T inv_z = static_cast<T>(1.0 / z), off = static_cast<T>(ls / static_cast<double>(V));
-          for (index_t j = 0; j < V; ++j) g[j] = grad_scale * (std::exp(l[j] - mx) * inv_z - off);
-          g[t] -= grad_scale * static_cast<T>(1 - ls);
+          for (index_t j = 0; j < V; ++j) g[j] = gs * (std::exp(l[j] - mx) * inv_z - off);
+          g[t] -= gs * static_cast<T>(1 - ls);
         }
       }
 #if defined(_OPENMP)
