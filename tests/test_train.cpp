@@ -1,0 +1,114 @@
+// Training support: checkpoints (round trip, refusal of mismatched or damaged
+// files), JSONL metrics (resume truncation), the progress line.
+#include <filesystem>
+#include <fstream>
+
+#include "ops_test_support.hpp"
+#include "plm/io/checkpoint.hpp"
+#include "plm/nn/t5.hpp"
+#include "plm/train/metrics.hpp"
+#include "plm/train/progress.hpp"
+
+using namespace plm;
+using namespace plm::test;
+namespace fs = std::filesystem;
+
+namespace {
+fs::path temp_dir(const std::string& tag) {
+  const fs::path p = fs::temp_directory_path() / ("plm_train_" + tag + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+}  // namespace
+
+TEST_CASE("checkpoints: round trip of parameters, state tensors and training state") {
+  const fs::path dir = temp_dir("ckpt");
+  nn::T5Config c = nn::T5Config::ankh3_tiny();
+  nn::Ankh3Model<cpu, float> a(c, 1), b(c, 2);
+  Tensor<cpu, float> m1 = random_tensor<float>(Shape{a.params().numel()}, 3), m2(Shape{a.params().numel()});
+  io::TrainingState ts;
+  ts.step = 1234, ts.seed = 99, ts.epoch = 2, ts.cursor = 17;
+  ts.extra = {{"lr", 0.001}, {"note", "x"}};
+  const std::string path = (dir / "step.ckpt").string();
+  io::save_checkpoint<cpu, float>(path, a.params(), {{"adamw.m", m1.view()}}, ts);
+  const auto back = io::load_checkpoint<cpu, float>(path, b.params(), {{"adamw.m", m2.view()}});
+  CHECK(back.step == 1234);
+  CHECK(back.seed == 99);
+  CHECK(back.epoch == 2);
+  CHECK(back.cursor == 17);
+  CHECK(back.extra["note"] == "x");
+  CHECK(std::memcmp(a.params().values().data(), b.params().values().data(), sizeof(float) * a.params().numel()) == 0);
+  CHECK(std::memcmp(m1.data(), m2.data(), sizeof(float) * m1.numel()) == 0);
+  for (const auto& e : fs::directory_iterator(dir)) CHECK(e.path().filename() == "step.ckpt");  // no temp files left
+
+  // another model shape
+  nn::T5Config c2 = c;
+  c2.d_ff = 40;
+  nn::Ankh3Model<cpu, float> other(c2, 1);
+  check_error([&] { io::load_checkpoint<cpu, float>(path, other.params(), {{"adamw.m", m2.view()}}); }, "shapes differ for",
+              "DenseReluDense");
+  // missing optimizer state, and a state the file lacks
+  check_error([&] { io::load_checkpoint<cpu, float>(path, b.params(), {}); }, "has 1 tensor(s) this run does not: state.adamw.m");
+  check_error([&] { io::load_checkpoint<cpu, float>(path, b.params(), {{"adamw.m", m2.view()}, {"adamw.v", m2.view()}}); },
+              "lacks 1 tensor(s): state.adamw.v");
+  // another dtype
+  nn::Ankh3Model<cpu, double> d(c, 1);
+  check_error([&] { io::load_checkpoint<cpu, double>(path, d.params(), {}); }, "holds f32 tensors but the model is f64");
+  // a flipped byte in the data section: refused, and the model is left untouched
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const auto size = static_cast<std::streamoff>(f.tellg());
+    f.seekg(size - 7);
+    char ch = 0;
+    f.read(&ch, 1);
+    ch = static_cast<char>(ch ^ 0x5a);
+    f.seekp(size - 7);
+    f.write(&ch, 1);
+  }
+  nn::Ankh3Model<cpu, float> fresh(c, 5);
+  const auto before = fresh.params().values().data()[0];
+  check_error([&] { io::load_checkpoint<cpu, float>(path, fresh.params(), {{"adamw.m", m2.view()}}); }, "is damaged (checksum mismatch)");
+  CHECK(fresh.params().values().data()[0] == before);
+  // a model file that is not a training checkpoint
+  io::SafetensorsWriter w;
+  w.add<float>("x", m1.cview());
+  w.write((dir / "plain.safetensors").string());
+  check_error([&] { io::load_checkpoint<cpu, float>((dir / "plain.safetensors").string(), b.params(), {}); },
+              "is not a plm training checkpoint");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("metrics log: JSON lines, resume drops lines after the checkpoint step and a torn last line") {
+  const fs::path dir = temp_dir("metrics");
+  const std::string path = (dir / "metrics.jsonl").string();
+  {
+    train::MetricsLog log(path);
+    for (int s = 1; s <= 5; ++s) log.write({{"step", s}, {"loss", 1.0 / s}});
+  }
+  { std::ofstream(path, std::ios::app) << "{\"step\": 6, \"lo"; }  // killed mid-line
+  {
+    train::MetricsLog log(path, 3);
+    log.write({{"step", 4}, {"loss", 0.3}});
+  }
+  const auto rows = train::MetricsLog::read(path);
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[2]["step"] == 3);
+  CHECK(rows[3]["loss"] == 0.3);
+  { std::ofstream(path, std::ios::app) << "not json\n"; }
+  check_error([&] { train::MetricsLog::read(path); }, "metrics.jsonl:5: not a JSON object");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("progress line: position, metrics, rate and ETA") {
+  train::ProgressBar bar(200, "tok/s", 100, stderr);
+  const std::string l = bar.line(150, {{"loss", 2.5}});
+  CHECK(l.find("[##################......] 150/200") == 0);
+  CHECK(l.find("loss 2.5") != std::string::npos);
+  CHECK(l.find("tok/s") != std::string::npos);
+  CHECK(l.find("ETA") != std::string::npos);
+  CHECK(train::format_duration(3725) == "1h02m");
+  CHECK(train::format_duration(75) == "1m15s");
+  CHECK(train::format_duration(NAN) == "--");
+}
