@@ -34,6 +34,12 @@ double max_rel_diff(ConstView<cpu, T> a, ConstView<cpu, U> b) {
   return w;
 }
 
+// A finite-difference check that passed; on failure the report names the worst element.
+inline void expect_ok(const testing::GradientCheck& r, const std::string& what) {
+  INFO(r.report(what));
+  CHECK(r.ok());
+}
+
 // Runs f, expecting a plm::Error whose message contains every one of `parts`.
 template <class F, class... Parts>
 void check_error(F&& f, const Parts&... parts) {

@@ -22,10 +22,6 @@ using D = double;
 using DT = Tensor<cpu, D>;
 using PS = ParameterSet<cpu, D>;
 
-void expect_ok(const plm::testing::GradientCheck& r, const std::string& what) {
-  INFO(r.report(what));
-  CHECK(r.ok());
-}
 
 // Checks every parameter of ps and each listed input against central differences.
 // loss() runs the forward and returns the scalar; grads() zeroes the parameter

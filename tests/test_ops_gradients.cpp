@@ -12,10 +12,6 @@ namespace {
 using D = double;
 using DT = Tensor<cpu, D>;
 
-void expect_ok(const plm::testing::GradientCheck& r, const char* what) {
-  INFO(r.report(what));
-  CHECK(r.ok());
-}
 }  // namespace
 
 TEST_CASE("gradient: matmul in all transpose forms (the GEMMs of a Linear layer's backward)") {

@@ -33,6 +33,27 @@ struct StackCommon {
   Dropout drop;
 
   StackCommon() = default;
+
+  // Shared ends of both stacks' backward: through the output dropout and final
+  // norm into c.d_a, and a zeroed dbias every layer adds into (empty without a bias).
+  template <class Cache>
+  TensorView<B, T> begin_backward(ConstView<B, T> d_out, Cache& c) const {
+    c.d_a.resize(d_out.shape());
+    c.d_b.resize(d_out.shape());
+    drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(1).stream);
+    final_norm.backward(c.hidden.back().cview(), c.d_a.cview(), c.d_a.view(), c.final_norm);
+    if (!has_bias) return {};
+    c.d_bias.resize(c.bias.shape());
+    ops<B>::fill(c.d_bias.view(), T(0));
+    return c.d_bias.view();
+  }
+  // The summed dbias into the table, and c.d_a through the embedding dropout into dx.
+  template <class Cache>
+  void end_backward(TensorView<B, T> dx, Cache& c) const {
+    if (has_bias) bias.backward(c.d_bias.cview(), c.bias_cache);
+    drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(0).stream);
+  }
+
   StackCommon(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c, bool bidirectional) : cfg(c), drop{c.dropout_rate} {
     if (has_bias)
       bias = RelativePositionBias<B, T>(ps, prefix + ".block.0.layer.0.SelfAttention", c.relative_attention_num_buckets,
@@ -98,23 +119,13 @@ class EncoderStack {
   void backward(ConstView<B, T> d_out, TensorView<B, T> dx, Cache& c,
                 const std::vector<TensorView<B, const T>>* d_probs_extra = nullptr) const {
     const index_t L = static_cast<index_t>(layers_.size());
-    c.d_a.resize(d_out.shape());
-    c.d_b.resize(d_out.shape());
-    common_.drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(1).stream);
-    common_.final_norm.backward(c.hidden[L].cview(), c.d_a.cview(), c.d_a.view(), c.final_norm);
-    TensorView<B, T> dbias;
-    if (common_.has_bias) {
-      c.d_bias.resize(c.bias.shape());
-      ops<B>::fill(c.d_bias.view(), T(0));
-      dbias = c.d_bias.view();
-    }
+    const TensorView<B, T> dbias = common_.begin_backward(d_out, c);
     for (index_t i = L - 1; i >= 0; --i) {
       ConstView<B, T> extra = d_probs_extra && static_cast<index_t>(d_probs_extra->size()) > i ? (*d_probs_extra)[i] : ConstView<B, T>{};
       layers_[i].backward(c.hidden[i].cview(), c.d_a.cview(), c.d_b.view(), dbias, c.layers[i], extra);
       std::swap(c.d_a, c.d_b);
     }
-    if (common_.has_bias) common_.bias.backward(c.d_bias.cview(), c.bias_cache);
-    common_.drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(0).stream);
+    common_.end_backward(dx, c);
   }
 
  private:
@@ -183,22 +194,12 @@ class DecoderStack {
   // dx written; d_enc (B, S, C) ADDED to.
   void backward(ConstView<B, T> enc, ConstView<B, T> d_out, TensorView<B, T> dx, TensorView<B, T> d_enc, Cache& c) const {
     const index_t L = static_cast<index_t>(layers_.size());
-    c.d_a.resize(d_out.shape());
-    c.d_b.resize(d_out.shape());
-    common_.drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(1).stream);
-    common_.final_norm.backward(c.hidden[L].cview(), c.d_a.cview(), c.d_a.view(), c.final_norm);
-    TensorView<B, T> dbias;
-    if (common_.has_bias) {
-      c.d_bias.resize(c.bias.shape());
-      ops<B>::fill(c.d_bias.view(), T(0));
-      dbias = c.d_bias.view();
-    }
+    const TensorView<B, T> dbias = common_.begin_backward(d_out, c);
     for (index_t i = L - 1; i >= 0; --i) {
       layers_[i].backward(c.hidden[i].cview(), enc, c.d_a.cview(), c.d_b.view(), d_enc, dbias, c.layers[i]);
       std::swap(c.d_a, c.d_b);
     }
-    if (common_.has_bias) common_.bias.backward(c.d_bias.cview(), c.bias_cache);
-    common_.drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(0).stream);
+    common_.end_backward(dx, c);
   }
 
   // Incremental decoding: keys and values of past positions are kept, so each

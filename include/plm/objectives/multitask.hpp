@@ -136,27 +136,31 @@ class MultiTask {
   mutable Tensor<B, std::uint8_t> row_correct_;
 };
 
-// Single-task forms, for loops that train one objective.
+// Single-task forms, for loops that train one objective: every sequence of
+// the batch is of that task.
 template <class B, class T>
-class SpanMLM : public MultiTask<B, T> {
+class SingleTask : public MultiTask<B, T> {
  public:
-  explicit SpanMLM(std::vector<std::int32_t> residue_ids, std::int32_t ignore_index = -100, double label_smoothing = 0.0)
-      : MultiTask<B, T>({{"nlu", 1.0}}, std::move(residue_ids), ignore_index, label_smoothing) {}
+  SingleTask(std::string name, std::vector<std::int32_t> residue_ids, std::int32_t ignore_index = -100, double label_smoothing = 0.0)
+      : MultiTask<B, T>({{std::move(name), 1.0}}, std::move(residue_ids), ignore_index, label_smoothing) {}
   TaskStats operator()(ConstView<B, T> logits, ConstView<B, std::int32_t> labels, TensorView<B, T> dlogits = {}) const {
-    return MultiTask<B, T>::operator()(logits, labels, std::vector<std::int32_t>(static_cast<std::size_t>(logits.dim(0)), 0), dlogits)
-        .tasks[0];
+    const std::vector<std::int32_t> task(static_cast<std::size_t>(logits.dim(0)), 0);
+    return MultiTask<B, T>::operator()(logits, labels, task, dlogits).tasks[0];
   }
 };
 
+// [NLU] span denoising: targets are sentinel + residue pairs.
 template <class B, class T>
-class Completion : public MultiTask<B, T> {
- public:
+struct SpanMLM : SingleTask<B, T> {
+  explicit SpanMLM(std::vector<std::int32_t> residue_ids, std::int32_t ignore_index = -100, double label_smoothing = 0.0)
+      : SingleTask<B, T>("nlu", std::move(residue_ids), ignore_index, label_smoothing) {}
+};
+
+// [S2S] completion: targets are the rest of the sequence.
+template <class B, class T>
+struct Completion : SingleTask<B, T> {
   explicit Completion(std::vector<std::int32_t> residue_ids, std::int32_t ignore_index = -100, double label_smoothing = 0.0)
-      : MultiTask<B, T>({{"s2s", 1.0}}, std::move(residue_ids), ignore_index, label_smoothing) {}
-  TaskStats operator()(ConstView<B, T> logits, ConstView<B, std::int32_t> labels, TensorView<B, T> dlogits = {}) const {
-    return MultiTask<B, T>::operator()(logits, labels, std::vector<std::int32_t>(static_cast<std::size_t>(logits.dim(0)), 0), dlogits)
-        .tasks[0];
-  }
+      : SingleTask<B, T>("s2s", std::move(residue_ids), ignore_index, label_smoothing) {}
 };
 
 }  // namespace plm::objectives
