@@ -13,6 +13,7 @@
 #include "plm/backend/cpu/embedding.hpp"
 #include "plm/backend/cpu/gemm.hpp"
 #include "plm/backend/cpu/norm.hpp"
+#include "plm/backend/cpu/optimizer.hpp"
 #include "plm/backend/cpu/reduce.hpp"
 #include "plm/backend/cpu/softmax.hpp"
 #include "plm/backend/tags.hpp"
@@ -28,6 +29,7 @@ struct ops<cpu> : detail::cpu_gemm,
                   detail::cpu_embedding,
                   detail::cpu_reduce,
                   detail::cpu_dropout,
-                  detail::cpu_cross_entropy {};
+                  detail::cpu_cross_entropy,
+                  detail::cpu_optimizer {};
 
 }  // namespace plm

@@ -1,0 +1,54 @@
+#pragma once
+// Parameter groups: per-parameter learning-rate multiplier and weight decay,
+// chosen by name prefix (first matching rule wins). Fine-tuning uses this for
+// a backbone multiplier, e.g. groups.add("encoder.", {0.1}).
+#include <string>
+#include <vector>
+
+#include "plm/nn/parameters.hpp"
+
+namespace plm::optim {
+
+struct GroupSettings {
+  double lr_multiplier = 1.0;
+  bool weight_decay = true;
+};
+
+class ParamGroups {
+ public:
+  // Parameters whose name starts with prefix get these settings.
+  ParamGroups& add(std::string prefix, GroupSettings s) {
+    rules_.push_back({std::move(prefix), s});
+    return *this;
+  }
+  // Rank-1 parameters (norm weights, biases) are exempt from weight decay unless
+  // a rule says otherwise: decaying a norm's scale towards 0 fights the norm.
+  bool decay_vectors = false;
+
+  template <class B, class T>
+  std::vector<GroupSettings> resolve(const nn::ParameterSet<B, T>& ps) const {
+    std::vector<GroupSettings> out;
+    for (const auto& e : ps.entries()) {
+      GroupSettings s;
+      bool matched = false;
+      for (const auto& r : rules_)
+        if (e.name.rfind(r.prefix, 0) == 0) {
+          s = r.settings;
+          matched = true;
+          break;
+        }
+      if (!matched && e.shape.rank() <= 1 && !decay_vectors) s.weight_decay = false;
+      out.push_back(s);
+    }
+    return out;
+  }
+
+ private:
+  struct Rule {
+    std::string prefix;
+    GroupSettings settings;
+  };
+  std::vector<Rule> rules_;
+};
+
+}  // namespace plm::optim

@@ -1,0 +1,116 @@
+// optim/: AdamW against hand-computed steps, schedules, clipping, accumulation.
+#include "ops_test_support.hpp"
+#include "plm/nn/linear.hpp"
+#include "plm/optim/adamw.hpp"
+#include "plm/optim/clip.hpp"
+#include "plm/optim/schedule.hpp"
+
+using namespace plm;
+using namespace plm::test;
+
+TEST_CASE("AdamW: two hand-computed steps, decoupled decay, group multiplier, no decay on vectors") {
+  nn::ParameterSet<cpu, double> ps;
+  ps.add("w", Shape{1, 1}, 0.0, 1.0);  // matrix: decayed
+  ps.add("norm.weight", Shape{1}, 0.0, 1.0);  // vector: not decayed by default
+  ps.add("head.weight", Shape{1, 1}, 0.0, 1.0);  // group: lr x 2, no decay
+  ps.allocate();
+  ps.init(0);
+  optim::ParamGroups groups;
+  groups.add("head.", {2.0, false});
+  optim::AdamW<cpu, double> opt(ps, {0.9, 0.999, 1e-8, 0.01}, groups);
+  const double lr = 0.1;
+  for (int s = 0; s < 2; ++s) {
+    ps.grad("w").data()[0] = 0.5;
+    ps.grad("norm.weight").data()[0] = 0.5;
+    ps.grad("head.weight").data()[0] = -1.0;
+    opt.step(lr);
+  }
+  // With a constant gradient the bias-corrected m/sqrt(v) is g/|g| at every step,
+  // so each step moves by lr * 1 / (1 + eps / |g|) after the decay p *= 1 - lr wd.
+  const double u = lr * 0.5 / (0.5 + 1e-8);
+  CHECK(ps.value("w").data()[0] == doctest::Approx((1 * (1 - lr * 0.01) - u) * (1 - lr * 0.01) - u).epsilon(1e-14));
+  CHECK(ps.value("norm.weight").data()[0] == doctest::Approx(1 - 2 * u).epsilon(1e-14));
+  const double uh = 2 * lr * 1.0 / (1.0 + 1e-8);
+  CHECK(ps.value("head.weight").data()[0] == doctest::Approx(1 + 2 * uh).epsilon(1e-14));
+  CHECK(opt.steps() == 2);
+  // m after two steps of g = 0.5: 0.9 * 0.05 + 0.1 * 0.5
+  CHECK(opt.state()[0].second.data()[0] == doctest::Approx(0.095).epsilon(1e-14));
+  check_error([&] { optim::AdamW<cpu, double>(ps, {1.0, 0.999, 1e-8, 0.0}); }, "AdamW: betas (1, 0.999) outside [0, 1)");
+}
+
+TEST_CASE("AdamW minimises a quadratic") {
+  nn::ParameterSet<cpu, double> ps;
+  ps.add("x", Shape{5}, 0.0, 3.0);
+  ps.allocate();
+  ps.init(0);
+  optim::AdamW<cpu, double> opt(ps, {0.9, 0.999, 1e-8, 0.0});
+  auto loss = [&] {
+    double s = 0;
+    for (index_t i = 0; i < 5; ++i) s += (i + 1) * std::pow(ps.value(0).data()[i] - i, 2);
+    return s;
+  };
+  const double first = loss();
+  for (int s = 0; s < 500; ++s) {
+    for (index_t i = 0; i < 5; ++i) ps.grad(0).data()[i] = 2.0 * (i + 1) * (ps.value(0).data()[i] - i);
+    opt.step(0.05);
+  }
+  CHECK(loss() < first * 1e-4);
+}
+
+TEST_CASE("LR schedules at key steps") {
+  optim::LRSchedule s{1.0, 10, 110, optim::LRSchedule::Kind::linear, 0.0};
+  CHECK(s.at(1) == doctest::Approx(0.1));
+  CHECK(s.at(10) == doctest::Approx(1.0));
+  CHECK(s.at(60) == doctest::Approx(0.5));
+  CHECK(s.at(110) == doctest::Approx(0.0));
+  s.kind = optim::LRSchedule::parse("cosine");
+  s.final_fraction = 0.1;
+  CHECK(s.at(60) == doctest::Approx(0.55));
+  CHECK(s.at(110) == doctest::Approx(0.1));
+  s.kind = optim::LRSchedule::parse("inverse-sqrt");
+  CHECK(s.at(40) == doctest::Approx(0.5));
+  s.kind = optim::LRSchedule::parse("constant");
+  CHECK(s.at(100) == 1.0);
+  check_error([] { optim::LRSchedule::parse("step"); }, "unknown schedule 'step'");
+}
+
+TEST_CASE("clip_grad_norm: norm, scaling, no-op below the limit, NaN names the parameter") {
+  nn::ParameterSet<cpu, double> ps;
+  ps.add("a", Shape{2}, 0.0);
+  ps.add("b.weight", Shape{1, 2}, 0.0);
+  ps.allocate();
+  const double g[4] = {3, 0, 0, 4};
+  std::copy(g, g + 4, ps.grads().data());
+  CHECK(optim::clip_grad_norm(ps, 10.0) == doctest::Approx(5.0));
+  CHECK(ps.grads().data()[0] == 3.0);
+  CHECK(optim::clip_grad_norm(ps, 1.0) == doctest::Approx(5.0));
+  CHECK(ps.grads().data()[0] == doctest::Approx(0.6));
+  CHECK(std::sqrt(ops<cpu>::sum_squares<double>(ps.grads())) == doctest::Approx(1.0));
+  ps.grad("b.weight").data()[1] = NAN;
+  check_error([&] { optim::clip_grad_norm(ps, 1.0); }, "the gradient of 'b.weight' contains NaN or infinity");
+}
+
+TEST_CASE("gradient accumulation: two half-weight micro-batches equal one full batch") {
+  nn::ParameterSet<cpu, double> ps;
+  nn::Linear<cpu, double> lin(ps, "lin", 4, 3, 0.5);
+  ps.allocate();
+  ps.init(3);
+  auto x = random_tensor<double>(Shape{6, 4}, 1), r = random_tensor<double>(Shape{6, 3}, 2);
+  // loss = mean over rows of dot(y_row, r_row): d loss / d y = r / rows
+  auto grad_of = [&](index_t b, index_t e, double weight) {
+    Tensor<cpu, double> dy(Shape{e - b, 3});
+    for (index_t i = 0; i < dy.numel(); ++i) dy.data()[i] = r.data()[b * 3 + i] * weight / double(e - b);
+    lin.backward(x.slice(b, e), dy, TensorView<cpu, double>{});
+  };
+  ps.zero_grad();
+  grad_of(0, 6, 1.0);
+  Tensor<cpu, double> full(ps.grad(0).shape());
+  ops<cpu>::copy<double>(ps.grad(0), full.view());
+  ps.zero_grad();
+  optim::GradientAccumulation acc{2};
+  grad_of(0, 3, acc.loss_weight());
+  CHECK_FALSE(acc.boundary(0));
+  grad_of(3, 6, acc.loss_weight());
+  CHECK(acc.boundary(1));
+  CHECK(max_rel_diff<double, double>(ps.grad(0), full) < 1e-14);
+}
