@@ -1,6 +1,7 @@
 // optim/: AdamW against hand-computed steps, schedules, clipping, accumulation.
 #include "ops_test_support.hpp"
 #include "plm/nn/linear.hpp"
+#include "plm/optim/adafactor.hpp"
 #include "plm/optim/adamw.hpp"
 #include "plm/optim/clip.hpp"
 #include "plm/optim/schedule.hpp"
@@ -113,4 +114,66 @@ TEST_CASE("gradient accumulation: two half-weight micro-batches equal one full b
   grad_of(3, 6, acc.loss_weight());
   CHECK(acc.boundary(1));
   CHECK(max_rel_diff<double, double>(ps.grad(0), full) < 1e-14);
+}
+
+namespace {
+// Three Adafactor steps on a 2x3 matrix (factored moments) and a 2-vector,
+// with gradients g_s = G sqrt(s) and h / s; returns the parameters after them.
+std::vector<double> adafactor_run(optim::Adafactor<cpu, double>::Options o, int steps) {
+  nn::ParameterSet<cpu, double> ps;
+  ps.add("w", Shape{2, 3}, 0.0);
+  ps.add("v", Shape{2}, 0.0);
+  ps.allocate();
+  const double w0[6] = {0.5, -1.0, 2.0, 1.5, 0.25, -0.75}, v0[2] = {0.3, -0.2};
+  std::copy(w0, w0 + 6, ps.value("w").data());
+  std::copy(v0, v0 + 2, ps.value("v").data());
+  optim::ParamGroups groups;
+  groups.decay_vectors = true;  // as torch, which decays every parameter it is given
+  optim::Adafactor<cpu, double> opt(ps, o, groups);
+  const double G[6] = {1.0, 2.0, -3.0, 0.5, -4.0, 6.0}, h[2] = {2.0, -0.1};
+  for (int s = 1; s <= steps; ++s) {
+    for (int i = 0; i < 6; ++i) ps.grad("w").data()[i] = G[i] * std::sqrt(double(s));
+    for (int i = 0; i < 2; ++i) ps.grad("v").data()[i] = h[i] / s;
+    opt.step(0.05);
+  }
+  std::vector<double> out(ps.values().data(), ps.values().data() + 8);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("Adafactor: hand-computed first step and three steps equal to transformers.Adafactor") {
+  // Step 1, vector: beta2_1 = 0 so v = g^2 + eps1 and u = sign(g) with RMS 1 (no clipping);
+  // lr = min(1e-2, 1) * RMS(p) = 0.01 * sqrt((0.09 + 0.04) / 2).
+  const auto one = adafactor_run({}, 1);
+  const double rms_v = std::sqrt((0.09 + 0.04) / 2);
+  CHECK(one[6] == doctest::Approx(0.3 - 0.01 * rms_v).epsilon(1e-12));
+  CHECK(one[7] == doctest::Approx(-0.2 + 0.01 * rms_v).epsilon(1e-12));
+  // Reference values printed by transformers 5.23 / torch 2.15 (float64):
+  //   Adafactor([W, v], **kw) with the same parameters and gradients, three opt.step() calls.
+  const std::vector<double> relative = {0.44086480134338385, -1.029567599328308,  2.029567599328308,  1.4846948730980685,
+                                        0.2806102538038633,  -0.7806102538038633, 0.2944194548336685, -0.19441945483366851};
+  const auto a = adafactor_run({}, 3);
+  for (int i = 0; i < 8; ++i) CHECK(a[i] == doctest::Approx(relative[i]).epsilon(1e-12));
+  // kw = lr=0.05, relative_step=False, scale_parameter=False, beta1=0.9, weight_decay=0.1
+  const std::vector<double> scheduled = {0.4453211401924456, -1.0086830236537772, 1.9937578986537772,  1.4653919862214375,
+                                         0.2707093713071247, -0.7632468088071246, 0.27305842622382726, -0.17455093872382726};
+  optim::Adafactor<cpu, double>::Options o;
+  o.relative_step = false;
+  o.scale_parameter = false;
+  o.beta1 = 0.9;
+  o.weight_decay = 0.1;
+  const auto b = adafactor_run(o, 3);
+  for (int i = 0; i < 8; ++i) CHECK(b[i] == doctest::Approx(scheduled[i]).epsilon(1e-12));
+  o.decay_rate = 0.5;
+  check_error([&] { adafactor_run(o, 1); }, "Adafactor: decay_rate 0.5 must be negative");
+}
+
+TEST_CASE("Adafactor keeps factored moments: rows + cols numbers for a matrix") {
+  nn::ParameterSet<cpu, float> ps;
+  ps.add("w", Shape{64, 32}, 0.1);
+  ps.add("b", Shape{32}, 0.0);
+  ps.allocate();
+  optim::Adafactor<cpu, float> opt(ps);
+  CHECK(opt.state().size() == 1);
+  CHECK(opt.state()[0].second.numel() == 64 + 32 + 32);
 }
