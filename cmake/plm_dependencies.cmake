@@ -5,6 +5,8 @@ include(CMakeFindDependencyMacro)
 find_package(Eigen3 3.3 REQUIRED NO_MODULE)
 # JSON for the io layer: safetensors headers and config.json files.
 find_package(nlohmann_json 3 REQUIRED)
+# zlib for the data layer: gzip-compressed FASTA is read as a stream.
+find_package(ZLIB REQUIRED)
 
 if(PLM_OPENMP)
   find_package(OpenMP REQUIRED COMPONENTS CXX)

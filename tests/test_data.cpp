@@ -1,0 +1,675 @@
+// data/: Vocabulary (presets, tokenizer files, encode/decode policies) and the
+// streaming FASTA reader (plain and gzip, malformed input, length policies,
+// resuming from a position).
+#include <doctest/doctest.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ops_test_support.hpp"
+#include "plm/data/fasta.hpp"
+#include "plm/data/vocabulary.hpp"
+
+using namespace plm;
+using namespace plm::data;
+using plm::test::check_error;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under the system temp directory, removed with its contents.
+struct TempDir {
+  fs::path dir;
+  TempDir() {
+    static int counter = 0;
+    const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
+    dir = fs::temp_directory_path() /
+          ("plm_test_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + std::to_string(ticks));
+    fs::create_directories(dir);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+  std::string file(const std::string& name) const { return (dir / name).string(); }
+};
+
+void write_file(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  REQUIRE(out.good());
+}
+
+void write_gzip(const std::string& path, const std::string& content) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  REQUIRE(gzwrite(f, content.data(), static_cast<unsigned>(content.size())) == static_cast<int>(content.size()));
+  REQUIRE(gzclose(f) == Z_OK);
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::vector<FastaRecord> read_all(const std::string& path, const FastaOptions& o = {}) { return read_fasta(path, o); }
+
+bool same_records(const std::vector<FastaRecord>& a, const std::vector<FastaRecord>& b) {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (a[i].id != b[i].id || a[i].description != b[i].description || a[i].sequence != b[i].sequence ||
+        a[i].header_line != b[i].header_line || a[i].index != b[i].index)
+      return false;
+  return true;
+}
+
+// Residues drawn from a Philox stream: deterministic test data.
+std::string random_protein(std::size_t n, std::uint64_t stream) {
+  static const char* aa = "ACDEFGHIKLMNPQRSTVWY";
+  Philox rng(7, stream);
+  std::string s(n, 'A');
+  for (auto& c : s) c = aa[rng.below(20)];
+  return s;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Vocabulary
+
+TEST_CASE("Vocabulary::ankh: confirmed ids, size 144, sentinels, no task tokens") {
+  const Vocabulary v = Vocabulary::ankh();
+  CHECK(v.size() == 144);
+  CHECK(v.pad_id() == 0);
+  CHECK(v.eos_id() == 1);
+  CHECK(v.unk_id() == 2);
+  CHECK(v.token(0) == "<pad>");
+  CHECK(v.token(1) == "</s>");
+  CHECK(v.token(2) == "<unk>");
+  const std::string order = "ALGVSREDTIPKFQNYMHWC";  // ids 3..22
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    INFO("residue ", order[i]);
+    CHECK(v.id_of(std::string(1, order[i])) == static_cast<std::int32_t>(3 + i));
+    CHECK(v.is_residue(static_cast<std::int32_t>(3 + i)));
+  }
+  CHECK(v.id_of("M") == 19);
+  CHECK(v.id_of("W") == 21);
+  CHECK(v.residue_ids().size() == 25);  // 20 standard + X B Z U O
+  CHECK_FALSE(v.is_residue(v.eos_id()));
+  CHECK_FALSE(v.has_task_tokens());
+  check_error([&] { (void)v.nlu_id(); }, "[NLU]");
+  check_error([&] { (void)v.s2s_id(); }, "[S2S]");
+  CHECK(v.num_sentinels() == 116);
+  CHECK(v.sentinel_id(0) == 143);
+  CHECK(v.token(v.sentinel_id(5)) == "<extra_id_5>");
+  CHECK(v.is_sentinel(v.sentinel_id(115)));
+  CHECK_FALSE(v.is_sentinel(3));
+  check_error([&] { (void)v.sentinel_id(116); }, "sentinel 116", "116 sentinels");
+  check_error([&] { (void)v.id_of("<mask>"); }, "'<mask>'");
+  check_error([&] { (void)v.token(144); }, "id 144", "144 tokens");
+  CHECK_FALSE(v.find("J").has_value());
+  CHECK(v.find("X").has_value());
+}
+
+TEST_CASE("Vocabulary::ankh3: confirmed ids, size 256, task tokens and sentinels") {
+  const Vocabulary v = Vocabulary::ankh3();
+  CHECK(v.size() == 256);
+  CHECK(v.pad_id() == 0);
+  CHECK(v.eos_id() == 1);
+  CHECK(v.unk_id() == 2);
+  const std::string order = "LAGSVERTIDPKNFQYHMCW";  // ids 7..26
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    INFO("residue ", order[i]);
+    CHECK(v.id_of(std::string(1, order[i])) == static_cast<std::int32_t>(7 + i));
+  }
+  CHECK(v.id_of("C") == 25);
+  CHECK(v.id_of("W") == 26);
+  CHECK(v.has_task_tokens());
+  CHECK(v.token(v.nlu_id()) == "[NLU]");
+  CHECK(v.token(v.s2s_id()) == "[S2S]");
+  CHECK(v.nlu_id() != v.s2s_id());
+  CHECK(v.num_sentinels() > 0);
+  CHECK(v.token(v.sentinel_id(0)) == "<extra_id_0>");
+  CHECK(v.sentinel_id(v.num_sentinels() - 1) < v.size());
+  CHECK(v.residue_ids().size() == 25);
+  // No id is used twice and every token maps back to its id.
+  for (std::int32_t id = 0; id < v.size(); ++id) CHECK(v.id_of(v.token(id)) == id);
+}
+
+TEST_CASE("Vocabulary: encode / decode round trip, eos appended") {
+  const Vocabulary v = Vocabulary::ankh();
+  const std::string seq = "MKTAYIAKQRQISFVKSHFSRQ";
+  const auto ids = v.encode(seq);
+  REQUIRE(ids.size() == seq.size() + 1);
+  CHECK(ids.back() == v.eos_id());
+  CHECK(ids[0] == v.id_of("M"));
+  CHECK(ids[1] == v.id_of("K"));
+  for (std::size_t i = 0; i + 1 < ids.size(); ++i) CHECK(v.is_residue(ids[i]));
+  CHECK(v.decode(ids) == seq);
+
+  EncodeOptions no_eos;
+  no_eos.append_eos = false;
+  const auto bare = v.encode(seq, no_eos);
+  CHECK(bare.size() == seq.size());
+  CHECK(std::vector<std::int32_t>(ids.begin(), ids.end() - 1) == bare);
+
+  // encode_into appends.
+  std::vector<std::int32_t> out = {v.pad_id()};
+  v.encode_into("AC", out);
+  CHECK(out == std::vector<std::int32_t>{0, 3, 22, 1});
+  CHECK(v.encode("").size() == 1);
+
+  const Vocabulary v3 = Vocabulary::ankh3();
+  CHECK(v3.decode(v3.encode(seq)) == seq);
+  CHECK(v3.encode("LA") == std::vector<std::int32_t>{7, 8, 1});
+}
+
+TEST_CASE("Vocabulary: lowercase policy") {
+  const Vocabulary v = Vocabulary::ankh();
+  CHECK(v.encode("mktAy") == v.encode("MKTAY"));
+  EncodeOptions strict;
+  strict.lowercase = LowercasePolicy::error;
+  CHECK(v.encode("MKT", strict) == v.encode("MKT"));
+  check_error([&] { (void)v.encode("MKtA", strict, "sp|P1"); }, "lowercase", "'t'", "column 2", "sp|P1");
+}
+
+TEST_CASE("Vocabulary: rare residue policies") {
+  const Vocabulary v = Vocabulary::ankh();
+  const std::string seq = "AXBZUOJ";
+  EncodeOptions o;
+  o.append_eos = false;
+
+  // keep: the letter's own token when the vocabulary has one, else unk (J has none).
+  const auto keep = v.encode(seq, o);
+  CHECK(keep[1] == v.id_of("X"));
+  CHECK(keep[2] == v.id_of("B"));
+  CHECK(keep[5] == v.id_of("O"));
+  CHECK(keep[6] == v.unk_id());
+  CHECK(v.decode(keep) == "AXBZUO<unk>");
+
+  o.rare = RarePolicy::unk;
+  const auto unk = v.encode(seq, o);
+  CHECK(unk[0] == v.id_of("A"));
+  for (std::size_t i = 1; i < unk.size(); ++i) CHECK(unk[i] == v.unk_id());
+
+  o.rare = RarePolicy::error;
+  CHECK(v.encode("ACD", o).size() == 3);
+  check_error([&] { (void)v.encode("ACXD", o, "rec7"); }, "rare residue", "'X'", "column 2", "rec7");
+  check_error([&] { (void)v.encode("acxd", o); }, "rare residue", "'X'", "column 2");
+
+  // keep with a vocabulary that has no X: unk.
+  const Vocabulary small({"<pad>", "</s>", "<unk>", "A", "C"});
+  CHECK(small.encode("AXC") == std::vector<std::int32_t>{3, 2, 4, 1});
+}
+
+TEST_CASE("Vocabulary: invalid characters name the character, the column and the context") {
+  const Vocabulary v = Vocabulary::ankh();
+  check_error([&] { (void)v.encode("ACD1EF", {}, "record sp|Q9"); }, "invalid character", "'1'", "column 3",
+              "record sp|Q9");
+  check_error([&] { (void)v.encode("AC-D"); }, "'-'", "column 2");
+  check_error([&] { (void)v.encode("AC D"); }, "' '", "column 2");
+  check_error([&] { (void)v.encode("A\tD"); }, "0x09", "column 1");
+  check_error([&] { (void)v.encode("AC\xC3\xA9"); }, "0xC3", "non-ASCII", "column 2");
+  check_error([&] { (void)v.encode("AC*D"); }, "'*'", "column 2");
+  // One trailing '*' (stop codon) is dropped.
+  CHECK(v.encode("ACD*") == v.encode("ACD"));
+  check_error([&] { (void)v.encode("ACD**"); }, "'*'", "column 3");
+}
+
+TEST_CASE("Vocabulary: decode writes specials as text, drops pad, stops at eos on request") {
+  const Vocabulary v = Vocabulary::ankh3();
+  const std::vector<std::int32_t> ids = {v.nlu_id(), v.id_of("M"), v.sentinel_id(0), v.pad_id(), v.id_of("K"),
+                                         v.unk_id(), v.eos_id(),   v.id_of("A"),      v.pad_id()};
+  CHECK(v.decode(ids) == "[NLU]M<extra_id_0>K<unk>");
+  CHECK(v.decode(ids, false) == "[NLU]M<extra_id_0>K<unk></s>A");
+  check_error([&] { (void)v.decode(std::vector<std::int32_t>{3, 256}); }, "id 256", "256 tokens");
+  check_error([&] { (void)v.decode(std::vector<std::int32_t>{-1}); }, "id -1");
+}
+
+TEST_CASE("Vocabulary: user-built vocabularies and their errors") {
+  Specials sp;
+  sp.pad = "[PAD]";
+  sp.eos = "[EOS]";
+  sp.unk = "[UNK]";
+  const Vocabulary v({"[PAD]", "[EOS]", "[UNK]", "<extra_id_1>", "<extra_id_0>", "A", "C"}, sp);
+  CHECK(v.pad_id() == 0);
+  CHECK(v.eos_id() == 1);
+  CHECK(v.num_sentinels() == 2);
+  CHECK(v.sentinel_id(0) == 4);
+  CHECK(v.sentinel_id(1) == 3);
+  CHECK(v.residue_ids() == std::vector<std::int32_t>{5, 6});
+  CHECK(v.encode("CA") == std::vector<std::int32_t>{6, 5, 1});
+
+  check_error([] { Vocabulary({"<pad>", "</s>", "A"}); }, "unk", "'<unk>'", "missing");
+  check_error([] { Vocabulary({"<pad>", "</s>", "<unk>", "A", "A"}); }, "'A'", "twice", "3", "4");
+  check_error([] { Vocabulary({"<pad>", "</s>", "<unk>", ""}); }, "id 3", "empty");
+  check_error([] { Vocabulary({"<pad>", "</s>", "<unk>", "<extra_id_0>", "<extra_id_2>"}); }, "<extra_id_1>",
+              "missing");
+}
+
+TEST_CASE("Vocabulary::from_tokenizer_json: WordLevel object vocab plus added_tokens") {
+  TempDir tmp;
+  const std::string path = tmp.file("tokenizer.json");
+  write_file(path, R"({
+    "version": "1.0",
+    "added_tokens": [
+      {"id": 0, "content": "<pad>", "special": true},
+      {"id": 6, "content": "[NLU]", "special": true},
+      {"id": 7, "content": "[S2S]", "special": true},
+      {"id": 8, "content": "<extra_id_0>", "special": true}
+    ],
+    "model": {"type": "WordLevel", "vocab": {"<pad>": 0, "</s>": 1, "<unk>": 2, "M": 3, "K": 4, "X": 5},
+              "unk_token": "<unk>"}
+  })");
+  const Vocabulary v = Vocabulary::from_tokenizer_json(path);
+  CHECK(v.size() == 9);
+  CHECK(v.id_of("K") == 4);
+  CHECK(v.nlu_id() == 6);
+  CHECK(v.s2s_id() == 7);
+  CHECK(v.sentinel_id(0) == 8);
+  CHECK(v.num_sentinels() == 1);
+  CHECK(v.encode("MKX") == std::vector<std::int32_t>{3, 4, 5, 1});
+  CHECK(v.residue_ids() == std::vector<std::int32_t>{3, 4, 5});
+}
+
+TEST_CASE("Vocabulary::from_tokenizer_json: Unigram [piece, score] vocab with SentencePiece prefixes") {
+  TempDir tmp;
+  const std::string path = tmp.file("tokenizer.json");
+  // "▁A" stands for A because there is no bare "A"; "C" exists bare, so "▁C" stays an ordinary piece.
+  write_file(path, R"({
+    "added_tokens": [{"id": 7, "content": "[NLU]"}, {"id": 8, "content": "[S2S]"},
+                     {"id": 9, "content": "<extra_id_1>"}, {"id": 10, "content": "<extra_id_0>"}],
+    "model": {"type": "Unigram", "unk_id": 2,
+              "vocab": [["<pad>", 0.0], ["</s>", 0.0], ["<unk>", 0.0], ["▁", -2.0], ["▁A", -3.1],
+                        ["C", -3.2], ["▁C", -3.3]]}
+  })");
+  const Vocabulary v = Vocabulary::from_tokenizer_json(path);
+  CHECK(v.size() == 11);
+  CHECK(v.residue_id('A') == 4);
+  CHECK(v.residue_id('C') == 5);
+  CHECK(v.encode("ACA") == std::vector<std::int32_t>{4, 5, 4, 1});
+  CHECK(v.decode(v.encode("ACA")) == "ACA");
+  CHECK(v.is_residue(4));
+  CHECK_FALSE(v.is_residue(6));
+  CHECK(v.has_task_tokens());
+  CHECK(v.sentinel_id(0) == 10);
+  CHECK(v.sentinel_id(1) == 9);
+}
+
+TEST_CASE("Vocabulary::from_tokenizer_json: errors name the file") {
+  TempDir tmp;
+  const std::string bad = tmp.file("broken.json");
+  write_file(bad, R"({"model": {"vocab": {"<pad>": 0,)");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(bad); }, bad, "malformed JSON");
+
+  const std::string dup = tmp.file("dup.json");
+  write_file(dup, R"({"model": {"vocab": {"<pad>": 0, "</s>": 1, "<unk>": 1}}})");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(dup); }, dup, "duplicate id 1");
+
+  const std::string dup_added = tmp.file("dup_added.json");
+  write_file(dup_added, R"({"added_tokens": [{"id": 0, "content": "<mask>"}],
+                            "model": {"vocab": {"<pad>": 0, "</s>": 1, "<unk>": 2}}})");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(dup_added); }, dup_added, "duplicate id 0", "<mask>");
+
+  const std::string no_unk = tmp.file("no_unk.json");
+  write_file(no_unk, R"({"model": {"vocab": [["<pad>", 0], ["</s>", 0], ["A", 0]]}})");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(no_unk); }, no_unk, "unk", "'<unk>'", "missing");
+
+  const std::string hole = tmp.file("hole.json");
+  write_file(hole, R"({"model": {"vocab": {"<pad>": 0, "</s>": 2, "<unk>": 3}}})");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(hole); }, hole, "no token has id 1");
+
+  const std::string no_model = tmp.file("no_model.json");
+  write_file(no_model, R"({"vocab": {}})");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(no_model); }, no_model, "model");
+
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(tmp.file("absent.json")); }, "absent.json", "no such file");
+}
+
+TEST_CASE("Vocabulary::from_vocab_file: one token per line, optional score column") {
+  TempDir tmp;
+  const std::string path = tmp.file("spiece.vocab");
+  write_file(path, "<pad>\t0\n</s>\t0\n<unk>\t0\n\xE2\x96\x81M\t-1.5\nK\r\n<extra_id_0>\n");
+  const Vocabulary v = Vocabulary::from_vocab_file(path);
+  CHECK(v.size() == 6);
+  CHECK(v.token(3) == "\xE2\x96\x81M");
+  CHECK(v.residue_id('M') == 3);
+  CHECK(v.id_of("K") == 4);
+  CHECK(v.sentinel_id(0) == 5);
+  CHECK(v.encode("MK") == std::vector<std::int32_t>{3, 4, 1});
+
+  const std::string gap = tmp.file("gap.vocab");
+  write_file(gap, "<pad>\n</s>\n\n<unk>\n");
+  check_error([&] { (void)Vocabulary::from_vocab_file(gap); }, gap + ":3", "empty token");
+  const std::string missing = tmp.file("missing.vocab");
+  write_file(missing, "<pad>\n<unk>\nA\n");
+  check_error([&] { (void)Vocabulary::from_vocab_file(missing); }, missing, "eos", "'</s>'");
+}
+
+// ---------------------------------------------------------------- FASTA
+
+TEST_CASE("FastaReader: wrapped multi-record file, any buffer size") {
+  TempDir tmp;
+  const std::string path = tmp.file("multi.fasta");
+  write_file(path,
+             ">sp|P1|ONE first protein, human\nMKT\nAYI\nAKQ\n"
+             ">P2\nACDE\nFG\n"
+             ">P3   spaced   description  \nWW");  // no final newline
+  for (std::size_t buf : {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{7}, std::size_t{1} << 20}) {
+    INFO("buffer_bytes ", buf);
+    FastaOptions o;
+    o.buffer_bytes = buf;
+    const auto r = read_all(path, o);
+    REQUIRE(r.size() == 3);
+    CHECK(r[0].id == "sp|P1|ONE");
+    CHECK(r[0].description == "first protein, human");
+    CHECK(r[0].sequence == "MKTAYIAKQ");
+    CHECK(r[0].header_line == 1);
+    CHECK(r[0].index == 0);
+    CHECK(r[1].id == "P2");
+    CHECK(r[1].description.empty());
+    CHECK(r[1].sequence == "ACDEFG");
+    CHECK(r[1].header_line == 5);
+    CHECK(r[2].id == "P3");
+    CHECK(r[2].description == "spaced   description");
+    CHECK(r[2].sequence == "WW");
+    CHECK(r[2].header_line == 8);
+    CHECK(r[2].index == 2);
+  }
+  FastaReader reader(path);
+  FastaRecord rec;
+  int n = 0;
+  while (reader.next(rec)) ++n;
+  CHECK(n == 3);
+  CHECK(reader.records_read() == 3);
+  CHECK(reader.records_skipped() == 0);
+  CHECK(reader.position() == 3);
+  CHECK_FALSE(reader.next(rec));
+}
+
+TEST_CASE("FastaReader: CRLF, blank lines, whitespace, lowercase and '*' kept") {
+  TempDir tmp;
+  const std::string path = tmp.file("crlf.fa");
+  write_file(path, "\r\n\n>a  x y\r\nAC \r\n\r\n de*\r\n\r\n>b\r\nK\r\n\r\n");
+  const auto r = read_all(path);
+  REQUIRE(r.size() == 2);
+  CHECK(r[0].id == "a");
+  CHECK(r[0].description == "x y");
+  CHECK(r[0].sequence == "ACde*");
+  CHECK(r[0].header_line == 3);
+  CHECK(r[1].id == "b");
+  CHECK(r[1].sequence == "K");
+  CHECK(r[1].header_line == 8);
+  // An empty file and a file of blank lines hold no records.
+  write_file(path, "");
+  CHECK(read_all(path).empty());
+  write_file(path, "\n  \r\n\t\n");
+  CHECK(read_all(path).empty());
+}
+
+TEST_CASE("FastaReader: a gzip file gives the records of the plain file") {
+  TempDir tmp;
+  std::string text;
+  for (int i = 0; i < 3000; ++i) {
+    const std::string seq = random_protein(1 + static_cast<std::size_t>(i * 37 % 500), static_cast<std::uint64_t>(i));
+    text += ">seq" + std::to_string(i) + " entry " + std::to_string(i) + "\n";
+    for (std::size_t p = 0; p < seq.size(); p += 60) text += seq.substr(p, 60) + "\n";
+  }
+  const std::string plain = tmp.file("many.fasta"), gz = tmp.file("many.fasta.gz");
+  write_file(plain, text);
+  write_gzip(gz, text);
+  const std::string bytes = read_bytes(gz);
+  REQUIRE(bytes.size() > 2);
+  CHECK(static_cast<unsigned char>(bytes[0]) == 0x1f);
+  CHECK(static_cast<unsigned char>(bytes[1]) == 0x8b);
+  CHECK(bytes.size() < text.size());
+  const auto a = read_all(plain), b = read_all(gz);
+  CHECK(a.size() == 3000);
+  CHECK(same_records(a, b));
+  FastaOptions small;
+  small.buffer_bytes = 13;
+  CHECK(same_records(a, read_all(gz, small)));
+
+  // A truncated stream is an error naming the file, not a short read.
+  const std::string cut = tmp.file("cut.fasta.gz");
+  write_file(cut, bytes.substr(0, bytes.size() / 2));
+  check_error([&] { (void)read_all(cut); }, cut, "truncated");
+  // So is a stream missing only its trailer (CRC and length).
+  const std::string no_trailer = tmp.file("no_trailer.fasta.gz");
+  write_file(no_trailer, bytes.substr(0, bytes.size() - 4));
+  check_error([&] { (void)read_all(no_trailer); }, no_trailer);
+  // And corrupted data (a deflate error or a failed CRC check).
+  std::string corrupt = bytes;
+  for (std::size_t i = corrupt.size() / 3; i < corrupt.size() / 3 + 64; ++i) corrupt[i] = static_cast<char>(corrupt[i] ^ 0x5a);
+  const std::string bad = tmp.file("corrupt.fasta.gz");
+  write_file(bad, corrupt);
+  check_error([&] { (void)read_all(bad); }, bad);
+}
+
+TEST_CASE("FastaReader: malformed input names file, line and column") {
+  TempDir tmp;
+  const std::string path = tmp.file("bad.fasta");
+
+  write_file(path, "\nMKT\n>a\nAC\n");
+  check_error([&] { (void)read_all(path); }, path + ":2", "before the first header");
+
+  write_file(path, ">a\nAC\n>\nKK\n");
+  check_error([&] { (void)read_all(path); }, path + ":3", "empty header");
+  write_file(path, "> \t\r\nKK\n");
+  check_error([&] { (void)read_all(path); }, path + ":1", "empty header");
+
+  write_file(path, ">a\nACD\n>b x\nAC1D\n");
+  check_error([&] { (void)read_all(path); }, path + ":4:3", "'1'", "'b'");
+  FastaOptions tiny;
+  tiny.buffer_bytes = 2;
+  check_error([&] { (void)read_all(path, tiny); }, path + ":4:3", "'1'");
+
+  write_file(path, ">a\nAC.D\n");
+  check_error([&] { (void)read_all(path); }, path + ":2:3", "'.'");
+  write_file(path, ">a\nAC\xC3\xA9\n");
+  check_error([&] { (void)read_all(path); }, path + ":2:3", "0xC3");
+
+  write_file(path, ">a\nAC-DE\n");
+  check_error([&] { (void)read_all(path); }, path + ":2:3", "gap");
+  FastaOptions gaps;
+  gaps.allow_gaps = true;
+  CHECK(read_all(path, gaps).at(0).sequence == "AC-DE");
+
+  check_error([&] { (void)read_all(tmp.file("nope.fasta")); }, "nope.fasta", "no such file");
+}
+
+TEST_CASE("FastaReader: empty sequences are skipped or an error") {
+  TempDir tmp;
+  const std::string path = tmp.file("empty.fasta");
+  write_file(path, ">a\n>b\nK\n>c\n\n>d\nMM\n>e");
+  FastaReader reader(path);
+  FastaRecord r;
+  REQUIRE(reader.next(r));
+  CHECK(r.id == "b");
+  CHECK(r.index == 1);
+  REQUIRE(reader.next(r));
+  CHECK(r.id == "d");
+  CHECK(r.index == 3);
+  CHECK_FALSE(reader.next(r));
+  CHECK(reader.records_read() == 2);
+  CHECK(reader.records_skipped() == 3);
+  CHECK(reader.position() == 5);
+
+  FastaOptions strict;
+  strict.empty = EmptyPolicy::error;
+  check_error([&] { (void)read_all(path, strict); }, path + ":1", "'a'", "empty sequence");
+
+  FastaOptions min;
+  min.min_length = 2;
+  const auto kept = read_all(path, min);
+  REQUIRE(kept.size() == 1);
+  CHECK(kept[0].id == "d");
+}
+
+TEST_CASE("FastaReader: too-long policies") {
+  TempDir tmp;
+  const std::string path = tmp.file("long.fasta");
+  write_file(path, ">s3\nABC\n>s10\nABCDEFGHIJ\n>s5\nABCDE\n");
+  FastaOptions o;
+  o.max_length = 5;
+
+  o.too_long = TooLongPolicy::skip;
+  {
+    FastaReader reader(path, o);
+    const auto r = read_all(path, o);
+    REQUIRE(r.size() == 2);
+    CHECK(r[0].id == "s3");
+    CHECK(r[1].id == "s5");
+    FastaRecord rec;
+    while (reader.next(rec)) {
+    }
+    CHECK(reader.records_skipped() == 1);
+    CHECK(reader.records_cropped() == 0);
+  }
+
+  o.too_long = TooLongPolicy::crop_start;
+  {
+    const auto r = read_all(path, o);
+    REQUIRE(r.size() == 3);
+    CHECK(r[1].sequence == "ABCDE");
+    CHECK(r[2].sequence == "ABCDE");
+  }
+
+  o.too_long = TooLongPolicy::error;
+  check_error([&] { (void)read_all(path, o); }, path + ":3", "'s10'", "10 residues", "max_length 5");
+}
+
+TEST_CASE("FastaReader: crop_random takes a reproducible window per record") {
+  TempDir tmp;
+  const std::string path = tmp.file("crop.fasta");
+  const std::string full = random_protein(400, 99);
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += ">r" + std::to_string(i) + "\n" + full + "\n";
+  write_file(path, text);
+
+  FastaOptions o;
+  o.max_length = 50;
+  o.too_long = TooLongPolicy::crop_random;
+  o.seed = 1234;
+  const auto a = read_all(path, o);
+  const auto b = read_all(path, o);
+  REQUIRE(a.size() == 40);
+  std::set<std::size_t> starts;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i].sequence.size() == 50);
+    const std::size_t at = full.find(a[i].sequence);
+    CHECK(at != std::string::npos);
+    starts.insert(at);
+    CHECK(a[i].sequence == b[i].sequence);  // same seed, same crops
+  }
+  CHECK(starts.size() > 20);  // the window differs across records
+
+  FastaOptions other = o;
+  other.seed = 4321;
+  const auto c = read_all(path, other);
+  int differ = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) differ += a[i].sequence != c[i].sequence;
+  CHECK(differ > 30);
+
+  FastaReader reader(path, o);
+  FastaRecord r;
+  while (reader.next(r)) {
+  }
+  CHECK(reader.records_cropped() == 40);
+  CHECK(reader.records_read() == 40);
+
+  // A record not longer than max_length is not cropped.
+  write_file(path, ">short\nACDEF\n");
+  o.max_length = 5;
+  CHECK(read_all(path, o).at(0).sequence == "ACDEF");
+}
+
+TEST_CASE("FastaReader: position() and skip_to() resume at the same record; rewind() restarts") {
+  TempDir tmp;
+  const std::string path = tmp.file("resume.fasta.gz");
+  std::string text;
+  for (int i = 0; i < 30; ++i) {
+    text += ">r" + std::to_string(i) + "\n";
+    if (i % 4 != 3) text += random_protein(20 + static_cast<std::size_t>(i) * 7, static_cast<std::uint64_t>(i)) + "\n";
+  }
+  write_gzip(path, text);
+  FastaOptions o;
+  o.max_length = 100;
+  o.too_long = TooLongPolicy::crop_random;
+  o.seed = 5;
+
+  FastaReader first(path, o);
+  FastaRecord r;
+  for (int i = 0; i < 9; ++i) REQUIRE(first.next(r));
+  const std::uint64_t cursor = first.position();
+  CHECK(cursor > 9);  // empty records were skipped on the way
+  REQUIRE(first.next(r));
+  const FastaRecord expected = r;
+
+  FastaReader resumed(path, o);
+  resumed.skip_to(cursor);
+  CHECK(resumed.position() == cursor);
+  CHECK(resumed.records_read() == 9);
+  FastaRecord got;
+  REQUIRE(resumed.next(got));
+  CHECK(got.id == expected.id);
+  CHECK(got.index == expected.index);
+  CHECK(got.sequence == expected.sequence);
+  CHECK(got.header_line == expected.header_line);
+
+  // Backwards rewinds first.
+  resumed.skip_to(2);
+  CHECK(resumed.position() == 2);
+  REQUIRE(resumed.next(got));
+  CHECK(got.id == "r2");
+
+  check_error([&] { resumed.skip_to(31); }, path, "skip_to(31)", "30 records");
+
+  // rewind: a second epoch gives the same records and fresh counters.
+  FastaReader epochs(path, o);
+  std::vector<FastaRecord> one, two;
+  while (epochs.next(r)) one.push_back(r);
+  epochs.rewind();
+  CHECK(epochs.position() == 0);
+  CHECK(epochs.records_read() == 0);
+  while (epochs.next(r)) two.push_back(r);
+  CHECK(one.size() == 30 - 7);
+  CHECK(same_records(one, two));
+}
+
+TEST_CASE("FastaReader: a 5,000,000-residue line is read intact") {
+  TempDir tmp;
+  const std::string path = tmp.file("big.fasta");
+  const std::string big = random_protein(5'000'000, 3);
+  write_file(path, ">big one line\n" + big + "\n>small\nAC\n");
+  FastaReader reader(path);
+  FastaRecord r;
+  REQUIRE(reader.next(r));
+  CHECK(r.id == "big");
+  CHECK(r.sequence.size() == big.size());
+  CHECK(r.sequence == big);
+  REQUIRE(reader.next(r));
+  CHECK(r.id == "small");
+  CHECK(r.header_line == 3);
+  CHECK_FALSE(reader.next(r));
+}
+
+TEST_CASE("FASTA records encode with the vocabulary; errors carry the record id") {
+  TempDir tmp;
+  const std::string path = tmp.file("enc.fasta");
+  write_file(path, ">ok\nmkta*\n>bad\nMKJTA\n");
+  const Vocabulary v = Vocabulary::ankh3();
+  const auto recs = read_fasta(path);
+  REQUIRE(recs.size() == 2);
+  CHECK(v.decode(v.encode(recs[0].sequence, {}, recs[0].id)) == "MKTA");
+  EncodeOptions strict;
+  strict.rare = RarePolicy::error;
+  check_error([&] { (void)v.encode(recs[1].sequence, strict, "record " + recs[1].id); }, "'J'", "column 2",
+              "record bad");
+}
