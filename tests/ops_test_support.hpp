@@ -2,8 +2,13 @@
 // Helpers shared by the op tests: random tensors and tolerance-aware comparisons.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <string>
+#include <vector>
 
 #include "plm/plm.hpp"
 #include "plm/testing/gradient_check.hpp"
@@ -56,5 +61,29 @@ void check_error(F&& f, const Parts&... parts) {
     CHECK(msg.find(part) != std::string::npos);
   }
 }
+
+// A fresh directory under the system temp directory, removed with its contents.
+struct TempDir {
+  std::filesystem::path dir;
+  TempDir() {
+    static int counter = 0;
+    const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
+    dir = std::filesystem::temp_directory_path() /
+          ("plm_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + std::to_string(ticks));
+    std::filesystem::create_directories(dir);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (dir / name).string(); }
+  std::vector<std::string> entries() const {
+    std::vector<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+    return names;
+  }
+};
 
 }  // namespace plm::test

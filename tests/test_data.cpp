@@ -20,26 +20,11 @@
 using namespace plm;
 using namespace plm::data;
 using plm::test::check_error;
+using plm::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp directory, removed with its contents.
-struct TempDir {
-  fs::path dir;
-  TempDir() {
-    static int counter = 0;
-    const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
-    dir = fs::temp_directory_path() /
-          ("plm_test_data_" + std::to_string(::getpid()) + "_" + std::to_string(counter++) + "_" + std::to_string(ticks));
-    fs::create_directories(dir);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(dir, ec);
-  }
-  std::string file(const std::string& name) const { return (dir / name).string(); }
-};
 
 void write_file(const std::string& path, const std::string& content) {
   std::ofstream out(path, std::ios::binary);

@@ -39,17 +39,10 @@ struct Options {
   int threads = 0;
 };
 
-data::Vocabulary make_vocab(const std::string& v) {
-  if (v == "ankh3") return data::Vocabulary::ankh3();
-  if (v == "ankh") return data::Vocabulary::ankh();
-  if (v.size() > 5 && v.substr(v.size() - 5) == ".json") return data::Vocabulary::from_tokenizer_json(v);
-  return data::Vocabulary::from_vocab_file(v);
-}
-
 template <class Model>
 int complete(const Options& o) {
   const Model model = io::load_t5<Model>(o.model);
-  const data::Vocabulary vocab = make_vocab(o.vocab);
+  const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
   PLM_CHECK(vocab.size() <= model.config().vocab_size, "--vocab has ", vocab.size(), " tokens, the model only ",
             model.config().vocab_size);
   PLM_CHECK(o.fraction > 0 && o.fraction < 1, "--fraction ", o.fraction, " must be in (0, 1)");

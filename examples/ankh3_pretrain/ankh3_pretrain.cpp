@@ -57,7 +57,7 @@ struct Options {
   std::string valid;  // empty: hold out valid_fraction of train
   double valid_fraction = 0.05;
   std::size_t valid_max = 200;
-  std::size_t min_length = 20, max_length = 256;
+  std::size_t min_length = 20, max_length = 128;
   std::string too_long = "crop-random";
   std::string rare = "keep";
   std::string vocab = "ankh3";
@@ -76,14 +76,14 @@ struct Options {
   long d_model = 0, d_ff = 0, heads = 0, d_kv = 0, layers = 0, decoder_layers = 0;
   // optimisation
   std::string optimizer = "adamw";
-  double lr = 2e-3, weight_decay = 0.01, clip = 1.0;
+  double lr = 3e-3, weight_decay = 0.01, clip = 1.0;
   std::string schedule = "cosine";
-  long warmup = 30, steps = 600, accum = 1;
-  long token_budget = 6144, max_rows = 0, window = 1024;
+  long warmup = 100, steps = 1500, accum = 1;
+  long token_budget = 2048, max_rows = 0, window = 1024;
   // run
   std::string out = "ankh3_run";
   bool resume = false;
-  long eval_every = 100, checkpoint_every = 100;
+  long eval_every = 250, checkpoint_every = 250;
   std::uint64_t seed = 1;
   int threads = 0;
 };
@@ -107,13 +107,6 @@ nn::T5Config make_config(const Options& o, std::int32_t vocab_size) {
   c.feed_forward_proj = "gated-silu";
   c.validate();
   return c;
-}
-
-data::Vocabulary make_vocab(const std::string& v) {
-  if (v == "ankh3") return data::Vocabulary::ankh3();
-  if (v == "ankh") return data::Vocabulary::ankh();
-  if (v.size() > 5 && v.substr(v.size() - 5) == ".json") return data::Vocabulary::from_tokenizer_json(v);
-  return data::Vocabulary::from_vocab_file(v);
 }
 
 data::TooLongPolicy parse_too_long(const std::string& s) {
@@ -274,7 +267,7 @@ int run(const Options& o) {
   const std::string ckpt = (fs::path(o.out) / "checkpoint.safetensors").string();
   const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
 
-  const data::Vocabulary vocab = make_vocab(o.vocab);
+  const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
   data::FastaOptions fo;
   fo.min_length = o.min_length, fo.max_length = o.max_length, fo.too_long = parse_too_long(o.too_long), fo.seed = o.seed;
   data::EncodeOptions eo;

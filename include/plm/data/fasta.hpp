@@ -37,6 +37,7 @@
 
 #include "plm/core/error.hpp"
 #include "plm/core/philox.hpp"
+#include "plm/data/vocabulary.hpp"  // detail::describe_char
 
 namespace plm::data {
 
@@ -86,15 +87,6 @@ inline const std::array<FastaChar, 256>& fasta_char_classes() {
   return table;
 }
 
-inline std::string fasta_describe_char(unsigned char c) {
-  if (c >= 0x20 && c < 0x7f) return std::string("'") + static_cast<char>(c) + "'";
-  static const char* hex = "0123456789ABCDEF";
-  std::string s = "byte 0x";
-  s += hex[c >> 4];
-  s += hex[c & 15];
-  if (c >= 0x80) s += " (non-ASCII)";
-  return s;
-}
 
 inline bool fasta_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
@@ -294,7 +286,7 @@ class FastaReader {
         if (k == detail::FastaChar::gap)
           PLM_FAIL("FastaReader: ", path_, ":", line_, ":", col, ": alignment gap '-' in the sequence of record '",
                    record_id, "' (set FastaOptions::allow_gaps to accept gaps)");
-        PLM_FAIL("FastaReader: ", path_, ":", line_, ":", col, ": invalid character ", detail::fasta_describe_char(c),
+        PLM_FAIL("FastaReader: ", path_, ":", line_, ":", col, ": invalid character ", detail::describe_char(c),
                  " in the sequence of record '", record_id, "' (letters and '*' allowed)");
       }
       if (seq) seq->resize(static_cast<std::size_t>(w - seq->data()));

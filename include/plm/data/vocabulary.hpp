@@ -150,6 +150,15 @@ class Vocabulary {
     return Vocabulary(std::move(t));
   }
 
+  // By name or file, as command lines take it: "ankh3", "ankh", a Hugging
+  // Face tokenizer file (*.json) or a vocabulary file (one token per line).
+  static Vocabulary load(const std::string& spec) {
+    if (spec == "ankh3") return ankh3();
+    if (spec == "ankh") return ankh();
+    if (spec.size() > 5 && spec.compare(spec.size() - 5, 5, ".json") == 0) return from_tokenizer_json(spec);
+    return from_vocab_file(spec);
+  }
+
   // A Hugging Face tokenizers file. `model.vocab` is either an object
   // {token: id} (WordLevel, BPE, WordPiece) or an array of [piece, score]
   // pairs (Unigram, i.e. SentencePiece; id = index); `added_tokens`
