@@ -10,7 +10,8 @@ for s in greedy sample top-k top-p beam; do
   grep -q "^3 proteins, mean identity" "$work/$s.txt" || { echo "FAIL: $s"; cat "$work/$s.txt"; exit 1; }
   [ "$(grep -c '^>' "$work/$s.fasta")" -eq 3 ] || { echo "FAIL: $s wrote no 3 completions"; exit 1; }
   # completions are residues only: banned specials never appear
-  ! grep -v '^>' "$work/$s.fasta" | grep -q '[^A-Z]' || { echo "FAIL: $s completion holds non-residue text"; exit 1; }
+  grep -v '^>' "$work/$s.fasta" > "$work/$s.residues"
+  if grep -q '[^A-Z]' "$work/$s.residues"; then echo "FAIL: $s completion holds non-residue text"; exit 1; fi
 done
 "$complete" --model "$model" --fasta "$fasta" --strategy sample --temperature 0 > "$work/t0.txt" 2>&1 && { echo "FAIL: temperature 0 accepted"; exit 1; }
 grep -q "temperature must be positive" "$work/t0.txt" || { echo "FAIL: unclear error"; cat "$work/t0.txt"; exit 1; }
@@ -19,8 +20,10 @@ zcat -f "$fasta" | awk '/^>/{n++} n<=20' > "$work/20.fasta"
 "$embed" --model "$model" --fasta "$work/20.fasta" --out "$work/emb.safetensors" --per-residue 2> "$work/embed.log"
 grep -q "20 proteins" "$work/embed.log" || { echo "FAIL: embed"; cat "$work/embed.log"; exit 1; }
 # the safetensors header names the mean matrix and one per-residue tensor per protein
-head -c 100000 "$work/emb.safetensors" | grep -a -q '"mean"' || { echo "FAIL: no mean tensor"; exit 1; }
-[ "$(head -c 100000 "$work/emb.safetensors" | grep -a -o '"residues\.[^"]*"' | wc -l)" -eq 20 ] || { echo "FAIL: per-residue tensors"; exit 1; }
+# (read into a variable first: grep -q closing a pipe early would fail it under pipefail)
+header=$(dd if="$work/emb.safetensors" bs=65536 count=1 2> /dev/null | tr -c '[:print:]' ' ')
+grep -q '"mean"' <<< "$header" || { echo "FAIL: no mean tensor"; exit 1; }
+[ "$(grep -o '"residues\.[^"]*"' <<< "$header" | wc -l)" -eq 20 ] || { echo "FAIL: per-residue tensors"; exit 1; }
 printf '>bad\nMK1L\n' > "$work/bad.fasta"
 "$embed" --model "$model" --fasta "$work/bad.fasta" --out "$work/bad.safetensors" 2> "$work/bad.log" && { echo "FAIL: bad FASTA accepted"; exit 1; }
 grep -q "bad.fasta:2" "$work/bad.log" || { echo "FAIL: error does not name file:line"; cat "$work/bad.log"; exit 1; }
