@@ -6,6 +6,7 @@
 #include "ops_test_support.hpp"
 #include "plm/samplers/ankh3.hpp"
 #include "plm/samplers/batching.hpp"
+#include "plm/samplers/negatives.hpp"
 #include "plm/samplers/span_mask.hpp"
 
 using namespace plm;
@@ -220,4 +221,78 @@ TEST_CASE("collate: padding, shifted decoder input, ignored labels") {
   CHECK(b.input_tokens == 7);
   CHECK(b.target_tokens == 7);
   check_error([&] { collate<cpu>(ex, {2}, b); }, "row 2 outside the 2 examples");
+}
+
+TEST_CASE("negatives by label: other labels only, uniform label choice, seeded, new draws each epoch") {
+  // labels 0..3 with 10, 30, 5 and 1 members: label choice must not follow the sizes
+  std::vector<std::int32_t> labels;
+  for (auto [y, n] : {std::pair{0, 10}, std::pair{1, 30}, std::pair{2, 5}, std::pair{3, 1}})
+    for (int i = 0; i < n; ++i) labels.push_back(y);
+  const LabelIndex idx(labels);
+  NegativeOptions o{3, 17};
+  std::map<std::int32_t, int> chosen;
+  int draws = 0;
+  for (index_t a = 0; a < idx.size(); ++a)
+    for (std::uint64_t epoch = 0; epoch < 60; ++epoch) {
+      const auto neg = sample_negatives_by_label(idx, a, epoch, o);
+      REQUIRE(neg.size() == 3);
+      for (index_t n : neg) {
+        CHECK(idx.label(n) != idx.label(a));
+        if (idx.label(a) == 1) chosen[idx.label(n)] += 1, ++draws;  // anchors of label 1: labels 0, 2, 3 each 1/3
+      }
+    }
+  for (std::int32_t y : {0, 2, 3}) CHECK(std::abs(double(chosen[y]) / draws - 1.0 / 3) < 0.02);
+  CHECK(sample_negatives_by_label(idx, 4, 2, o) == sample_negatives_by_label(idx, 4, 2, o));
+  int differ = 0;
+  for (std::uint64_t e = 0; e < 10; ++e) differ += sample_negatives_by_label(idx, 4, e, o) != sample_negatives_by_label(idx, 4, e + 1, o);
+  CHECK(differ >= 8);
+  check_error([] { sample_negatives_by_label(LabelIndex({2, 2}), 0, 0, {}); }, "every protein has label 2");
+
+  // positives: same label, never the anchor itself, every other member reachable
+  std::set<index_t> seen;
+  for (std::uint64_t e = 0; e < 400; ++e) {
+    const index_t p = sample_positive(idx, 3, e, 5);
+    CHECK(p != 3);
+    CHECK(idx.label(p) == 0);
+    seen.insert(p);
+  }
+  CHECK(seen.size() == 9);
+  CHECK(sample_positive(idx, 45, 0, 5) == -1);  // the only member of label 3
+}
+
+TEST_CASE("negatives by pairs: only listed non-partners") {
+  const std::vector<std::vector<index_t>> non_partners = {{2, 3}, {0}, {}};
+  NegativeOptions o{4, 1};
+  for (std::uint64_t e = 0; e < 20; ++e) {
+    for (index_t n : sample_negatives_by_pairs(non_partners, 0, e, o)) CHECK((n == 2 || n == 3));
+    for (index_t n : sample_negatives_by_pairs(non_partners, 1, e, o)) CHECK(n == 0);
+  }
+  check_error([&] { sample_negatives_by_pairs(non_partners, 2, 0, o); }, "protein 2 has no known non-interacting partner");
+}
+
+TEST_CASE("hard_negatives: the true nearest proteins of other labels, by brute force") {
+  const index_t N = 40, C = 7;
+  auto emb = plm::test::random_tensor<float>(Shape{N, C}, 31);
+  std::vector<std::int32_t> labels;
+  for (index_t i = 0; i < N; ++i) labels.push_back(static_cast<std::int32_t>(i % 4));
+  const LabelIndex idx(labels);
+  const auto hard = hard_negatives<cpu, float>(emb, idx, 5);
+  for (index_t i = 0; i < N; ++i) {
+    std::vector<std::pair<double, index_t>> all;
+    for (index_t j = 0; j < N; ++j) {
+      if (labels[static_cast<std::size_t>(j)] == labels[static_cast<std::size_t>(i)]) continue;
+      double d = 0, a = 0, b = 0;
+      for (index_t c = 0; c < C; ++c) {
+        const double x = emb.data()[i * C + c], y = emb.data()[j * C + c];
+        d += x * y, a += x * x, b += y * y;
+      }
+      all.push_back({-d / std::sqrt(a * b), j});
+    }
+    std::sort(all.begin(), all.end());
+    REQUIRE(hard[static_cast<std::size_t>(i)].size() == 5);
+    for (std::size_t r = 0; r < 5; ++r) CHECK(hard[static_cast<std::size_t>(i)][r] == all[r].second);
+  }
+  Tensor<cpu, float> zero(Shape{2, 3});
+  std::fill(zero.data(), zero.data() + 6, 0.0f);
+  check_error([&] { hard_negatives<cpu, float>(zero, LabelIndex({0, 1}), 1); }, "embedding of protein 0 has norm 0");
 }
