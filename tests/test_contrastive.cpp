@@ -1,8 +1,11 @@
-// objectives/attention_contrastive.hpp: the released formulation by hand,
-// zero at uniform attention, finite-difference checks of every variant with
-// padding, and the extra probability gradient through an attention layer.
+// Negative mining: objectives/attention_contrastive.hpp (the released
+// formulation by hand, zero at uniform attention, finite differences of every
+// variant with padding, the extra probability gradient through an attention
+// layer) and nn/heads.hpp (mean pooling, readout head, the negative-mining
+// attention layer), each checked by finite differences in double.
 #include "ops_test_support.hpp"
 #include "plm/nn/attention.hpp"
+#include "plm/nn/heads.hpp"
 #include "plm/objectives/attention_contrastive.hpp"
 
 using namespace plm;
@@ -123,4 +126,64 @@ TEST_CASE("attention_to_uniform through an attention layer: d_probs_extra reache
   attn.backward(xq, xk, zero.cview(), dq.view(), dk.view(), TensorView<cpu, double>{}, c, dp.cview());
   expect_ok(testing::check_gradient(xq.view(), dq.cview(), loss), "d loss / d negative states");
   expect_ok(testing::check_gradient(xk.view(), dk.cview(), loss), "d loss / d anchor states");
+}
+
+TEST_CASE("MeanPool, ReadoutHead, NegativeMiningAttention: finite differences with padding") {
+  using DT = Tensor<cpu, double>;
+  nn::ParameterSet<cpu, double> ps;
+  const index_t N = 3, Tq = 4, Tk = 5, d = 6, K = 3;
+  nn::NegativeMiningAttention<cpu, double> nm(ps, "nm", d);
+  nn::NegativeMiningAttention<cpu, double> nm_scaled(ps, "nm_scaled", d, /*scaled=*/true);
+  nn::ReadoutHead<cpu, double> head(ps, "head", d, K, 4);
+  ps.allocate();
+  testing::fill_uniform<double>(ps.values(), 5, 77, -0.8, 0.8);
+  auto xq = random_tensor<double>(Shape{N, Tq, d}, 41), xk = random_tensor<double>(Shape{N, Tk, d}, 42);
+  auto qv = mask(N, Tq, {4, 2, 3}), kv = mask(N, Tk, {5, 3, 1});
+  auto r = random_tensor<double>(Shape{N, K}, 43);
+  nn::NegativeMiningAttention<cpu, double>::Cache c, cs, cself;
+  nn::MeanPool<cpu, double>::Cache pc;
+  nn::ReadoutHead<cpu, double>::Cache hc;
+  DT ctx(xq.shape()), ctx2(xq.shape()), self(xk.shape()), pooled(Shape{N, d}), y(Shape{N, K});
+  // loss = <head(mean_pool(cross(xq, xk)) + mean_pool(self(xk))), r> + 0.5 * uniform(cross probs) + 0.2 * uniform(scaled probs)
+  auto loss = [&] {
+    nm.forward(xq, xk, kv, ctx.view(), c);
+    nm_scaled.forward(xq, xk, kv, ctx2.view(), cs);
+    nm.forward(xk, xk, kv, self.view(), cself);
+    DT p1(Shape{N, d}), p2(Shape{N, d});
+    nn::MeanPool<cpu, double>::Cache a, b;
+    nn::MeanPool<cpu, double>().forward(ctx, qv, p1.view(), a);
+    nn::MeanPool<cpu, double>().forward(self, kv, p2.view(), b);
+    O::add<double>(p1, p2, pooled.view());
+    head.forward(pooled, y.view(), hc);
+    return testing::dot<double>(y, r) + attention_to_uniform<cpu, double>(c.probs, qv, kv, UniformDistance::squared, 0.5) +
+           attention_to_uniform<cpu, double>(cs.probs, qv, kv, UniformDistance::kl, 0.2);
+  };
+  DT dxq(xq.shape()), dxk(xk.shape());
+  auto grads = [&] {
+    ps.zero_grad();
+    loss();
+    DT dpooled(Shape{N, d}), dctx(xq.shape()), dself(xk.shape()), dp(c.probs.shape()), dp2(cs.probs.shape()), zero(xq.shape());
+    head.backward(pooled, r, dpooled.view(), hc);
+    nn::MeanPool<cpu, double>::Cache a, b;
+    DT tmp(Shape{N, d});
+    nn::MeanPool<cpu, double>().forward(ctx, qv, tmp.view(), a);  // caches of the two pools
+    nn::MeanPool<cpu, double>().forward(self, kv, tmp.view(), b);
+    nn::MeanPool<cpu, double>().backward(dpooled, dctx.view(), a);
+    nn::MeanPool<cpu, double>().backward(dpooled, dself.view(), b);
+    attention_to_uniform<cpu, double>(c.probs, qv, kv, UniformDistance::squared, 0.5, dp.view());
+    attention_to_uniform<cpu, double>(cs.probs, qv, kv, UniformDistance::kl, 0.2, dp2.view());
+    O::fill<double>(dxk.view(), 0.0);
+    O::fill<double>(zero.view(), 0.0);
+    nm.backward(xk, xk, dself, dxk.view(), dxk.view(), cself);
+    DT dxq2(xq.shape());
+    nm.backward(xq, xk, dctx, dxq.view(), dxk.view(), c, dp.cview());
+    nm_scaled.backward(xq, xk, zero, dxq2.view(), dxk.view(), cs, dp2.cview());
+    O::add<double>(dxq, dxq2, dxq.view());
+  };
+  grads();
+  expect_ok(testing::check_gradient(ps.values(), ps.grads(), loss), "negative mining: parameters");
+  expect_ok(testing::check_gradient(xq.view(), dxq.cview(), loss), "negative mining: queries");
+  expect_ok(testing::check_gradient(xk.view(), dxk.cview(), loss), "negative mining: keys");
+  check_error([&] { nn::MeanPool<cpu, double>().forward(ctx, mask(N, Tq, {4, 0, 3}), pooled.view(), pc); },
+              "sequence 1 has no valid token");
 }
