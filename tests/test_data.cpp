@@ -15,6 +15,7 @@
 
 #include "ops_test_support.hpp"
 #include "plm/data/fasta.hpp"
+#include "plm/data/labelled.hpp"
 #include "plm/data/vocabulary.hpp"
 
 using namespace plm;
@@ -657,4 +658,51 @@ TEST_CASE("FASTA records encode with the vocabulary; errors carry the record id"
   strict.rare = RarePolicy::error;
   check_error([&] { (void)v.encode(recs[1].sequence, strict, "record " + recs[1].id); }, "'J'", "column 2",
               "record bad");
+}
+
+TEST_CASE("read_labelled: join by id, sorted class ids, skipped and missing records, errors with file:line") {
+  TempDir tmp;
+  const std::string fa = tmp.file("s.fasta"), lab = tmp.file("l.tsv");
+  write_file(fa, ">P1 first\nMKV\n>P2\nAAG\n>P3\nLLL\n>P4\nWWW\n");
+  write_file(lab, "# id\tlocation\nP3\tnucleus\nP1\tcytoplasm\r\n\nP4\tnucleus\nP9\tcytoplasm\n");
+  const auto s = read_labelled(fa, lab);
+  CHECK(s.ids == std::vector<std::string>{"P1", "P3", "P4"});
+  CHECK(s.sequences == std::vector<std::string>{"MKV", "LLL", "WWW"});
+  CHECK(s.class_names == std::vector<std::string>{"cytoplasm", "nucleus"});
+  CHECK(s.labels == std::vector<std::int32_t>{0, 1, 1});
+  CHECK(s.unlabelled == 1);
+  CHECK(s.missing == 1);
+  check_error([&] { read_labelled(fa, lab, {}, true); }, "s.fasta:3: record 'P2' has no label");
+  write_file(lab, "P1\tcytoplasm\nP2 nucleus\n");
+  check_error([&] { read_labelled(fa, lab); }, "l.tsv:2: expected 'ID<TAB>LABEL', found 1");
+  write_file(lab, "P1\tcytoplasm\nP3\t\n");
+  check_error([&] { read_labelled(fa, lab); }, "l.tsv:2: empty label");
+  write_file(lab, "P1\tcytoplasm\n\nP1\tnucleus\n");
+  check_error([&] { read_labelled(fa, lab); }, "l.tsv:3: id 'P1' already labelled on line 1");
+  write_file(lab, "Q1\tcytoplasm\n");
+  check_error([&] { read_labelled(fa, lab); }, "no record of", "has a label");
+  write_file(fa, ">P1\nMKV\n>P1\nAAA\n");
+  write_file(lab, "P1\tcytoplasm\n");
+  check_error([&] { read_labelled(fa, lab); }, "s.fasta:3: record 'P1' appears again (first on line 1)");
+}
+
+TEST_CASE("PairList: partners and non-partners both ways, errors with file:line") {
+  TempDir tmp;
+  const std::string path = tmp.file("pairs.tsv");
+  const std::vector<std::string> ids = {"A", "B", "C", "D"};
+  write_file(path, "A\tB\t1\nA\tC\t0\nD\tA\t0\nB\tA\t1\n");
+  const auto p = PairList::read(path, ids);
+  CHECK(p.partners[0] == std::vector<index_t>{1});
+  CHECK(p.partners[1] == std::vector<index_t>{0});
+  CHECK(p.non_partners[0] == std::vector<index_t>{2, 3});
+  CHECK(p.non_partners[2] == std::vector<index_t>{0});
+  CHECK(p.non_partners[3] == std::vector<index_t>{0});
+  write_file(path, "A\tB\t1\nB\tA\t0\n");
+  check_error([&] { PairList::read(path, ids); }, "pairs.tsv:2: 'B' and 'A' contradict line 1");
+  write_file(path, "A\tZ\t1\n");
+  check_error([&] { PairList::read(path, ids); }, "pairs.tsv:1: unknown protein 'Z'");
+  write_file(path, "A\tB\tyes\n");
+  check_error([&] { PairList::read(path, ids); }, "pairs.tsv:1: third field 'yes' must be 1");
+  write_file(path, "A\tA\t0\n");
+  check_error([&] { PairList::read(path, ids); }, "a protein paired with itself");
 }
