@@ -471,4 +471,15 @@ TEST_CASE("MultiTask objective: per-task means, weights, residue accuracy, fused
   CHECK(s.tokens == 9);
   CHECK(s.residue_tokens == 6);
   check_error([&] { mt(logits, labels, {0, 2, 0}); }, "MultiTask: sequence 1 has task id 2 of 2 tasks");
+  // MultiTaskResult::add: rows 0-1 and row 2 folded together equal the whole batch
+  objectives::MultiTaskResult parts;
+  parts.add(mt(logits.view().slice(0, 2), labels.view().slice(0, 2), {0, 1}));
+  parts.add(mt(logits.view().slice(2, 3), labels.view().slice(2, 3), {0}));
+  for (std::size_t k = 0; k < 2; ++k) {
+    CHECK(parts.tasks[k].tokens == r.tasks[k].tokens);
+    CHECK(parts.tasks[k].correct == r.tasks[k].correct);
+    CHECK(parts.tasks[k].residue_correct == r.tasks[k].residue_correct);
+    CHECK(parts.tasks[k].loss == doctest::Approx(r.tasks[k].loss).epsilon(1e-12));
+  }
+  CHECK(parts.total == doctest::Approx(r.total).epsilon(1e-12));
 }

@@ -210,27 +210,12 @@ Pool build_pool(const std::vector<Sequence>& seqs, const samplers::Ankh3Sampler&
 objectives::MultiTaskResult evaluate(const Model& m, const Pool& valid, const objectives::MultiTask<cpu, float>& loss,
                                      Model::Cache& cache, Tensor<cpu, float>& logits) {
   objectives::MultiTaskResult total;
-  std::vector<double> loss_sum(loss.tasks().size(), 0.0);
   samplers::Seq2SeqBatch<cpu> b;
   for (const auto& rows : valid.batches) {
     samplers::collate<cpu>(valid.examples, rows, b);
     logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), m.config().vocab_size});
     m.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, 0, b.dec_valid.cview());
-    const auto r = loss(logits.cview(), b.labels.cview(), b.task);
-    if (total.tasks.empty()) total.tasks = r.tasks, std::fill(loss_sum.begin(), loss_sum.end(), 0.0);
-    else
-      for (std::size_t k = 0; k < r.tasks.size(); ++k) {
-        auto& t = total.tasks[k];
-        t.tokens += r.tasks[k].tokens, t.correct += r.tasks[k].correct;
-        t.residue_tokens += r.tasks[k].residue_tokens, t.residue_correct += r.tasks[k].residue_correct;
-      }
-    for (std::size_t k = 0; k < r.tasks.size(); ++k) loss_sum[k] += r.tasks[k].loss * double(r.tasks[k].tokens);
-  }
-  total.total = 0;
-  for (std::size_t k = 0; k < total.tasks.size(); ++k) {
-    auto& t = total.tasks[k];
-    t.loss = t.tokens ? loss_sum[k] / double(t.tokens) : 0.0;
-    total.total += t.tokens ? t.weight * t.loss : 0.0;
+    total.add(loss(logits.cview(), b.labels.cview(), b.task));
   }
   return total;
 }
@@ -357,10 +342,11 @@ int run(const Options& o) {
   // Residue-frequency baseline: always predicting the most frequent residue of
   // the first training pool (the same pool in every run and resume).
   std::map<std::int32_t, std::int64_t> freq;
-  for (const auto& s : stream.read_pool(0))
+  auto seqs = stream.read_pool(0);
+  for (const auto& s : seqs)
     for (std::int32_t t : s.tokens) freq[t] += 1;
   PLM_CHECK(!freq.empty(), o.train, ": no training sequences (all filtered or held out?)");
-  auto seqs = stream.read_pool(pool_pos);
+  if (pool_pos != 0) seqs = stream.read_pool(pool_pos);  // a resumed run's pool; a fresh run keeps the first
   PLM_CHECK(!seqs.empty(), o.train, ": no training sequences at record ", pool_pos);
   Pool pool = build_pool(seqs, sampler, o, ts.epoch, pool_pos, true);
   std::size_t batch = ts.cursor;
@@ -407,7 +393,7 @@ int run(const Options& o) {
   for (std::int64_t step = ts.step + 1; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     objectives::MultiTaskResult sum;
-    std::vector<double> task_loss(2, 0.0);
+    double step_loss = 0;  // the optimised objective: mean over micro-batches of their totals
     index_t tokens = 0;
     for (long micro = 0; micro < o.accum; ++micro) {
       samplers::collate<cpu>(pool.examples, next_batch(), b);
@@ -416,18 +402,11 @@ int run(const Options& o) {
       const auto r = loss(logits.cview(), b.labels.cview(), b.task, logits.view());  // logits become d loss / d logits
       if (acc.micro_batches > 1) ops<cpu>::scale<float>(logits.cview(), static_cast<float>(acc.loss_weight()), logits.view());
       model.backward(logits.cview(), cache);
-      if (sum.tasks.empty()) sum.tasks = r.tasks;
-      else
-        for (std::size_t k = 0; k < r.tasks.size(); ++k) {
-          sum.tasks[k].tokens += r.tasks[k].tokens, sum.tasks[k].residue_tokens += r.tasks[k].residue_tokens;
-          sum.tasks[k].residue_correct += r.tasks[k].residue_correct;
-        }
-      for (std::size_t k = 0; k < r.tasks.size(); ++k) task_loss[k] += r.tasks[k].loss * double(r.tasks[k].tokens);
-      sum.total += r.total * acc.loss_weight();
+      sum.add(r);
+      step_loss += r.total * acc.loss_weight();
       tokens += b.input_tokens + b.target_tokens;
     }
-    for (std::size_t k = 0; k < sum.tasks.size(); ++k)
-      sum.tasks[k].loss = sum.tasks[k].tokens ? task_loss[k] / double(sum.tasks[k].tokens) : 0.0;
+    sum.total = step_loss;
     const double grad_norm = o.clip > 0 ? optim::clip_grad_norm(ps, o.clip) : 0.0;
     const double lr = schedule.at(step);
     if (adamw) adamw->step(lr);

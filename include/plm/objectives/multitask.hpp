@@ -37,6 +37,25 @@ struct TaskStats {
 struct MultiTaskResult {
   double total = 0;  // sum over present tasks of weight * loss
   std::vector<TaskStats> tasks;
+
+  // Folds in another batch of the same tasks (micro-batches, evaluation
+  // batches): counts add up, each task's loss becomes the mean over all its
+  // target tokens, and total is recomputed from those losses.
+  MultiTaskResult& add(const MultiTaskResult& r) {
+    if (tasks.empty()) return *this = r;
+    PLM_CHECK(r.tasks.size() == tasks.size(), "MultiTaskResult::add: ", r.tasks.size(), " tasks added to ", tasks.size());
+    total = 0;
+    for (std::size_t k = 0; k < tasks.size(); ++k) {
+      TaskStats& t = tasks[k];
+      const TaskStats& o = r.tasks[k];
+      const std::int64_t n = t.tokens + o.tokens;
+      t.loss = n ? (t.loss * double(t.tokens) + o.loss * double(o.tokens)) / double(n) : 0.0;
+      t.tokens = n, t.correct += o.correct;
+      t.residue_tokens += o.residue_tokens, t.residue_correct += o.residue_correct;
+      total += t.tokens ? t.weight * t.loss : 0.0;
+    }
+    return *this;
+  }
 };
 
 struct TaskSpec {
