@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -684,6 +685,41 @@ TEST_CASE("read_labelled: join by id, sorted class ids, skipped and missing reco
   write_file(fa, ">P1\nMKV\n>P1\nAAA\n");
   write_file(lab, "P1\tcytoplasm\n");
   check_error([&] { read_labelled(fa, lab); }, "s.fasta:3: record 'P1' appears again (first on line 1)");
+}
+
+TEST_CASE("split_by_cluster: clusters never straddle splits, shares met, seeded, errors name the protein") {
+  TempDir tmp;
+  const std::string path = tmp.file("clusters.tsv");
+  std::vector<std::string> ids;
+  std::string table = "# id\tcluster\n";
+  for (int k = 0; ids.size() < 1000; ++k)  // cluster k has 1 + k % 6 members
+    for (int j = 0; j <= k % 6 && ids.size() < 1000; ++j) {
+      ids.push_back("P" + std::to_string(ids.size()));
+      table += ids.back() + "\tC" + std::to_string(k) + "\n";
+    }
+  table += "UNUSED\tC1\n";  // ids absent from the set are ignored
+  write_file(path, table);
+  const auto s = split_by_cluster(ids, path, {0.1, 0.2}, 7);
+  REQUIRE(s.size() == ids.size());
+  std::map<std::string, Split> of;
+  std::map<Split, int> n;
+  const auto t = LabelTable::read(path);
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const std::string& c = t.rows[i].second;
+    const auto [it, fresh] = of.emplace(c, s[i]);
+    CHECK(it->second == s[i]);  // one split per cluster
+    ++n[s[i]];
+  }
+  // each share is met to within one cluster (at most 6 proteins)
+  CHECK(n[Split::test] >= 200);
+  CHECK(n[Split::test] < 206);
+  CHECK(n[Split::valid] >= 100);
+  CHECK(n[Split::valid] < 106);
+  CHECK(split_by_cluster(ids, path, {0.1, 0.2}, 7) == s);
+  CHECK(split_by_cluster(ids, path, {0.1, 0.2}, 8) != s);
+  ids.push_back("NEW");
+  check_error([&] { split_by_cluster(ids, path, {0.1, 0.2}, 7); }, "protein 'NEW' has no cluster in", "clusters.tsv");
+  check_error([&] { split_by_cluster(ids, path, {0.5, 0.5}, 7); }, "fractions");
 }
 
 TEST_CASE("PairList: partners and non-partners both ways, errors with file:line") {

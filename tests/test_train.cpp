@@ -6,6 +6,7 @@
 #include "ops_test_support.hpp"
 #include "plm/io/checkpoint.hpp"
 #include "plm/nn/t5.hpp"
+#include "plm/train/classification.hpp"
 #include "plm/train/metrics.hpp"
 #include "plm/train/progress.hpp"
 
@@ -111,4 +112,25 @@ TEST_CASE("progress line: position, metrics, rate and ETA") {
   CHECK(train::format_duration(3725) == "1h02m");
   CHECK(train::format_duration(75) == "1m15s");
   CHECK(train::format_duration(NAN) == "--");
+}
+
+TEST_CASE("confusion matrix: accuracy, per-class precision / recall / F1, macro-F1 over present classes") {
+  train::ConfusionMatrix m(4);  // class 3 never occurs
+  const int truth[] = {0, 0, 0, 1, 1, 2, 2, 2, 2, 0};
+  const int pred[] = {0, 0, 1, 1, 0, 2, 2, 0, 2, 0};
+  for (int i = 0; i < 10; ++i) m.add(truth[i], pred[i]);
+  CHECK(m.total() == 10);
+  CHECK(m.accuracy() == doctest::Approx(0.7));
+  // class 0: TP 3, FP 2 (a 1 and a 2), FN 1 -> P 3/5, R 3/4, F1 6/9
+  CHECK(m.precision(0) == doctest::Approx(0.6));
+  CHECK(m.recall(0) == doctest::Approx(0.75));
+  CHECK(m.f1(0) == doctest::Approx(2.0 / 3.0));
+  // class 1: TP 1, FP 1, FN 1 -> F1 1/2; class 2: TP 3, FP 0, FN 1 -> F1 6/7
+  CHECK(m.f1(1) == doctest::Approx(0.5));
+  CHECK(m.f1(2) == doctest::Approx(6.0 / 7.0));
+  CHECK(m.macro_f1() == doctest::Approx((2.0 / 3.0 + 0.5 + 6.0 / 7.0) / 3.0));
+  const auto j = m.to_json({"a", "b", "c", "d"});
+  CHECK(j["per_class"][2]["class"] == "c");
+  CHECK(j["matrix"][0][1] == 1);
+  check_error([&] { m.add(4, 0); }, "class pair (4, 0) outside 0..3");
 }

@@ -6,6 +6,9 @@
 //                 blank lines ignored
 //   pair list     one "ID_A<TAB>ID_B<TAB>1|0" per line (1 = interact, 0 = known
 //                 not to interact)
+//   cluster table one "ID<TAB>CLUSTER" per line (e.g. from cd-hit or mmseqs2);
+//                 split_by_cluster keeps every cluster in one split, so
+//                 homologues never straddle train and test
 //
 // Every malformed line is an error naming file:line and what is wrong; an id
 // listed twice names both lines. Labels become class ids 0..K-1 in sorted
@@ -19,6 +22,7 @@
 #include <vector>
 
 #include "plm/core/error.hpp"
+#include "plm/core/philox.hpp"
 #include "plm/data/fasta.hpp"
 
 namespace plm::data {
@@ -158,5 +162,55 @@ struct PairList {
     return p;
   }
 };
+
+enum class Split : std::uint8_t { train, valid, test };
+
+inline const char* split_name(Split s) { return s == Split::train ? "train" : s == Split::valid ? "valid" : "test"; }
+
+struct SplitFractions {
+  double valid = 0.1, test = 0.2;  // shares of the proteins; train gets the rest
+};
+
+// One split per protein (ids in set order) such that all members of a cluster
+// share it. Clusters are visited in a seeded pseudo-random order and given to
+// test until it holds fractions.test of the proteins, then to valid, then the
+// rest to train, so the shares are met as closely as cluster sizes allow.
+// clusters: a table "ID<TAB>CLUSTER"; every id must be in it (ids of the
+// table absent from `ids` are ignored).
+inline std::vector<Split> split_by_cluster(const std::vector<std::string>& ids, const std::string& clusters, SplitFractions f,
+                                           std::uint64_t seed) {
+  PLM_CHECK(f.valid >= 0 && f.test >= 0 && f.valid + f.test < 1, "split_by_cluster: valid ", f.valid, " and test ", f.test,
+            " fractions must be >= 0 and leave some for train");
+  const LabelTable table = LabelTable::read(clusters);
+  std::unordered_map<std::string, std::string> cluster_of;
+  for (const auto& [id, c] : table.rows) cluster_of.emplace(id, c);
+  std::map<std::string, std::vector<std::size_t>> members;
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    const auto it = cluster_of.find(ids[i]);
+    PLM_CHECK(it != cluster_of.end(), "split_by_cluster: protein '", ids[i], "' has no cluster in ", clusters);
+    members[it->second].push_back(i);
+  }
+  // order: a seeded hash of the cluster name (FNV-1a through Philox), ties by name
+  std::vector<std::pair<std::uint64_t, const std::string*>> order;
+  for (const auto& [name, m] : members) {
+    std::uint64_t h = 1469598103934665603ull;
+    for (unsigned char ch : name) h = (h ^ ch) * 1099511628211ull;
+    Philox rng(seed ^ 0x5b117ull, h);
+    const std::uint64_t hi = rng.next_u32();
+    order.emplace_back((hi << 32) | rng.next_u32(), &name);
+  }
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first < b.first : *a.second < *b.second; });
+  std::vector<Split> out(ids.size(), Split::train);
+  const double n = static_cast<double>(ids.size());
+  double in_test = 0, in_valid = 0;
+  for (const auto& [h, name] : order) {
+    const auto& m = members.at(*name);
+    Split s = Split::train;
+    if (in_test < f.test * n) s = Split::test, in_test += double(m.size());
+    else if (in_valid < f.valid * n) s = Split::valid, in_valid += double(m.size());
+    for (std::size_t i : m) out[i] = s;
+  }
+  return out;
+}
 
 }  // namespace plm::data
