@@ -23,6 +23,7 @@
 
 #include "plm/core/error.hpp"
 #include "plm/core/philox.hpp"
+#include "plm/core/shape.hpp"
 #include "plm/data/fasta.hpp"
 
 namespace plm::data {
