@@ -81,7 +81,7 @@ struct Options {
   long hard_pool = 10;
   // optimisation
   double lr = 1e-3, backbone_lr_mult = 0.3, weight_decay = 1e-5, clip = 1.0;
-  long epochs = 12, batch = 32, patience = 3;
+  long epochs = 6, batch = 32, patience = 3;
   // run
   std::string out = "nm_run";
   bool resume = false;
