@@ -38,6 +38,12 @@ diff <(strip "$work/a/nm/metrics.jsonl") <(strip "$work/b/nm/metrics.jsonl") > "
   || { echo "FAIL: resumed metrics differ:"; head "$work/diff.txt"; exit 1; }
 cmp "$work/a/nm/test.json" "$work/b/nm/test.json" || { echo "FAIL: resumed test results differ"; exit 1; }
 
+# A resume with other settings is refused, naming the setting.
+if "$exe" "${args[@]}" --epochs 4 --arms nm --lambda 0.5 --out "$work/b" --resume > /dev/null 2> "$work/b3.log"; then
+  echo "FAIL: resumed with another --lambda"; exit 1
+fi
+grep -q "was written with lambda = 0.1, this run has 0.5" "$work/b3.log" || { echo "FAIL: unclear error:"; cat "$work/b3.log"; exit 1; }
+
 # The other attention losses and hard negatives run too.
 for extra in "--loss l1" "--loss kl" "--loss entropy-hinge" "--negatives-from hard --freeze"; do
   # shellcheck disable=SC2086

@@ -134,3 +134,12 @@ TEST_CASE("confusion matrix: accuracy, per-class precision / recall / F1, macro-
   CHECK(j["matrix"][0][1] == 1);
   check_error([&] { m.add(4, 0); }, "class pair (4, 0) outside 0..3");
 }
+
+TEST_CASE("check_fingerprint: a resume with other settings names the setting and both values") {
+  io::TrainingState ts;
+  ts.extra["fingerprint"] = {{"seed", 3}, {"train", "a.fasta"}};
+  io::check_fingerprint("ck.safetensors", ts, {{"seed", 3}, {"train", "a.fasta"}});
+  check_error([&] { io::check_fingerprint("ck.safetensors", ts, {{"seed", 4}, {"train", "a.fasta"}}); },
+              "ck.safetensors was written with seed = 3, this run has 4");
+  check_error([&] { io::check_fingerprint("ck.safetensors", ts, {{"lr", 0.1}}); }, "written with lr = null, this run has 0.1");
+}

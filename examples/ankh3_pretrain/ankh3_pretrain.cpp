@@ -324,10 +324,7 @@ int run(const Options& o) {
   std::uint64_t pool_pos = 0;
   if (o.resume && fs::exists(ckpt)) {
     ts = io::load_checkpoint(ckpt, ps, state);
-    const auto want = fingerprint(o, cfg), have = ts.extra.value("fingerprint", nlohmann::json::object());
-    for (auto it = want.begin(); it != want.end(); ++it)
-      PLM_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "--resume: ", ckpt, " was written with ", it.key(), " = ",
-                have.value(it.key(), nlohmann::json()).dump(), ", this run has ", it.value().dump());
+    io::check_fingerprint(ckpt, ts, fingerprint(o, cfg));
     pool_pos = ts.extra.at("pool_position").get<std::uint64_t>();
     (adamw ? adamw->set_steps(ts.step) : adafactor->set_steps(ts.step));
     std::fprintf(stderr, "ankh3_pretrain: resumed from %s at step %lld (epoch %llu)\n", ckpt.c_str(), (long long)ts.step,

@@ -398,10 +398,7 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const Dataset
   ts.extra = {{"best_valid_loss", 1e300}, {"best_epoch", -1}, {"bad_epochs", 0}, {"stopped", false}};
   if (o.resume && fs::exists(ckpt)) {
     ts = io::load_checkpoint(ckpt, bb, state);
-    const auto want = fingerprint(o, nm), have = ts.extra.value("fingerprint", nlohmann::json::object());
-    for (auto it = want.begin(); it != want.end(); ++it)
-      PLM_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "--resume: ", ckpt, " was written with ", it.key(), " = ",
-                have.value(it.key(), nlohmann::json()).dump(), ", this run has ", it.value().dump());
+    io::check_fingerprint(ckpt, ts, fingerprint(o, nm));
     head_opt.set_steps(ts.step);
     if (bb_opt) bb_opt->set_steps(ts.step);
     std::fprintf(stderr, "nm_finetune: %s: resumed from %s after epoch %llu\n", arm.c_str(), ckpt.c_str(), (unsigned long long)ts.epoch);

@@ -162,4 +162,15 @@ TrainingState load_checkpoint(const std::string& path, nn::ParameterSet<B, T>& p
   return ts;
 }
 
+// Refuses a resume whose settings differ from the run that wrote the checkpoint:
+// every key of `want` (the settings that shape the run: data, model, seed, ...)
+// must equal the one stored in ts.extra["fingerprint"]; the error names the key
+// and both values.
+inline void check_fingerprint(const std::string& path, const TrainingState& ts, const nlohmann::json& want) {
+  const auto have = ts.extra.value("fingerprint", nlohmann::json::object());
+  for (auto it = want.begin(); it != want.end(); ++it)
+    PLM_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "--resume: ", path, " was written with ", it.key(), " = ",
+              have.value(it.key(), nlohmann::json()).dump(), ", this run has ", it.value().dump());
+}
+
 }  // namespace plm::io
