@@ -7,6 +7,7 @@
 #include "plm/nn/attention.hpp"
 #include "plm/nn/heads.hpp"
 #include "plm/objectives/attention_contrastive.hpp"
+#include "plm/objectives/regression.hpp"
 
 using namespace plm;
 using namespace plm::objectives;
@@ -186,4 +187,41 @@ TEST_CASE("MeanPool, ReadoutHead, NegativeMiningAttention: finite differences wi
   expect_ok(testing::check_gradient(xk.view(), dxk.cview(), loss), "negative mining: keys");
   check_error([&] { nn::MeanPool<cpu, double>().forward(ctx, mask(N, Tq, {4, 0, 3}), pooled.view(), pc); },
               "sequence 1 has no valid token");
+}
+
+TEST_CASE("regression head: squared error and Huber through ReadoutHead (K = 1 and 2), missing targets skipped") {
+  using DT = Tensor<cpu, double>;
+  const index_t N = 5, d = 4;
+  for (index_t K : {index_t(1), index_t(2)})
+    for (double delta : {0.0, 0.3}) {
+      nn::ParameterSet<cpu, double> ps;
+      nn::ReadoutHead<cpu, double> head(ps, "reg", d, K, 3);
+      ps.allocate();
+      testing::fill_uniform<double>(ps.values(), 9, 1, -0.9, 0.9);
+      auto x = random_tensor<double>(Shape{N, d}, 51);
+      auto t = random_tensor<double>(Shape{N, K}, 52);
+      t.data()[1] = std::nan("");  // a missing value
+      nn::ReadoutHead<cpu, double>::Cache c;
+      DT y(Shape{N, K}), dy(y.shape()), dx(x.shape());
+      auto loss = [&] {
+        head.forward(x, y.view(), c);
+        return regression_loss<cpu, double>(y, t, delta, 0.7).loss * 0.7;
+      };
+      ps.zero_grad();
+      loss();
+      const auto r = regression_loss<cpu, double>(y, t, delta, 0.7, dy.view());
+      CHECK(r.count == N * K - 1);
+      CHECK(dy.data()[1] == 0.0);
+      head.backward(x, dy, dx.view(), c);
+      expect_ok(testing::check_gradient(ps.values(), ps.grads(), loss), "regression: parameters");
+      expect_ok(testing::check_gradient(x.view(), dx.cview(), loss), "regression: inputs");
+    }
+  // by hand: errors 1 and -3, Huber delta 2 -> 0.5 and 2 * (3 - 1) = 4
+  DT p(Shape{2, 1}), q(Shape{2, 1});
+  p.data()[0] = 1, p.data()[1] = 0, q.data()[0] = 0, q.data()[1] = 3;
+  CHECK(regression_loss<cpu, double>(p, q).loss == doctest::Approx(5.0));
+  CHECK(regression_loss<cpu, double>(p, q, 2.0).loss == doctest::Approx(2.25));
+  CHECK(regression_loss<cpu, double>(p, q).mae == doctest::Approx(2.0));
+  p.data()[1] = std::nan("");
+  check_error([&] { regression_loss<cpu, double>(p, q); }, "prediction (1, 0) is nan");
 }
