@@ -296,3 +296,15 @@ TEST_CASE("hard_negatives: the true nearest proteins of other labels, by brute f
   std::fill(zero.data(), zero.data() + 6, 0.0f);
   check_error([&] { hard_negatives<cpu, float>(zero, LabelIndex({0, 1}), 1); }, "embedding of protein 0 has norm 0");
 }
+
+TEST_CASE("pad_rows: chosen sequences padded to the longest, validity marks tokens") {
+  const std::vector<std::vector<std::int32_t>> seqs = {{5, 6, 7}, {8}, {9, 10}};
+  Tensor<cpu, std::int32_t> ids;
+  Tensor<cpu, std::uint8_t> valid;
+  samplers::pad_rows<cpu>(seqs, {2, 1}, 0, ids, valid);
+  REQUIRE(ids.shape() == Shape({2, 2}));
+  CHECK(std::vector<std::int32_t>(ids.data(), ids.data() + 4) == std::vector<std::int32_t>{9, 10, 8, 0});
+  CHECK(std::vector<int>(valid.data(), valid.data() + 4) == std::vector<int>{1, 1, 1, 0});
+  check_error([&] { samplers::pad_rows<cpu>(seqs, {3}, 0, ids, valid); }, "row 3 outside the 3 sequences");
+  check_error([&] { samplers::pad_rows<cpu>({{}}, {0}, 0, ids, valid); }, "sequence 0 is empty");
+}

@@ -17,6 +17,7 @@
 #include <plm/io/t5_checkpoint.hpp>
 #include <plm/nn/t5.hpp>
 #include <plm/plm.hpp>
+#include <plm/samplers/batching.hpp>
 #include <plm/train/progress.hpp>
 
 #include <algorithm>
@@ -74,8 +75,8 @@ int embed(const Options& o) {
   PLM_CHECK(!ids.empty(), o.fasta, ": no sequences");
   const index_t first = prefix >= 0 ? 1 : 0;  // residues are tokens [first, len - 1): no prefix, no eos
 
-  std::vector<std::size_t> order(ids.size());
-  std::iota(order.begin(), order.end(), std::size_t(0));
+  std::vector<index_t> order(ids.size());
+  std::iota(order.begin(), order.end(), index_t(0));
   std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return tokens[a].size() < tokens[b].size(); });
   Tensor<cpu, float> mean(Shape{static_cast<index_t>(ids.size()), C});
   std::vector<Tensor<cpu, float>> per_residue(o.per_residue ? ids.size() : 0);
@@ -87,23 +88,16 @@ int embed(const Options& o) {
   for (std::size_t s = 0; s < order.size();) {
     // a batch of similar lengths within the token budget (sorted: the last is the longest)
     std::size_t e = s + 1;
-    while (e < order.size() && static_cast<long>((e - s + 1) * tokens[order[e]].size()) <= o.token_budget) ++e;
-    const index_t Bn = static_cast<index_t>(e - s), S = static_cast<index_t>(tokens[order[e - 1]].size());
-    batch_ids.resize(Shape{Bn, S});
-    valid.resize(Shape{Bn, S});
-    std::fill(batch_ids.data(), batch_ids.data() + Bn * S, vocab.pad_id());
-    std::fill(valid.data(), valid.data() + Bn * S, std::uint8_t(0));
+    while (e < order.size() && static_cast<long>((e - s + 1) * tokens[static_cast<std::size_t>(order[e])].size()) <= o.token_budget) ++e;
+    const std::vector<index_t> rows(order.begin() + static_cast<long>(s), order.begin() + static_cast<long>(e));
+    samplers::pad_rows<cpu>(tokens, rows, vocab.pad_id(), batch_ids, valid);
+    const index_t Bn = batch_ids.dim(0), S = batch_ids.dim(1);
     double residues = 0;
-    for (index_t b = 0; b < Bn; ++b) {
-      const auto& t = tokens[order[s + static_cast<std::size_t>(b)]];
-      std::copy(t.begin(), t.end(), batch_ids.data() + b * S);
-      std::fill(valid.data() + b * S, valid.data() + b * S + static_cast<index_t>(t.size()), std::uint8_t(1));
-      residues += double(t.size());
-    }
+    for (index_t r : rows) residues += double(tokens[static_cast<std::size_t>(r)].size());
     out.resize(Shape{Bn, S, C});
     model.encode(batch_ids.cview(), valid.cview(), out.view(), cache);
     for (index_t b = 0; b < Bn; ++b) {
-      const std::size_t i = order[s + static_cast<std::size_t>(b)];
+      const auto i = static_cast<std::size_t>(order[s + static_cast<std::size_t>(b)]);
       const index_t L = static_cast<index_t>(tokens[i].size()) - 1 - first;
       float* m = mean.data() + static_cast<index_t>(i) * C;
       std::fill(m, m + C, 0.0f);

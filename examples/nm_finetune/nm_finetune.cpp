@@ -33,6 +33,7 @@
 #include <plm/optim/adamw.hpp>
 #include <plm/optim/clip.hpp>
 #include <plm/plm.hpp>
+#include <plm/samplers/batching.hpp>
 #include <plm/samplers/negatives.hpp>
 #include <plm/train/classification.hpp>
 #include <plm/train/metrics.hpp>
@@ -163,23 +164,6 @@ View rows(const Tensor<cpu, float>& t, index_t first, index_t n) {
 
 using Attention = nn::NegativeMiningAttention<cpu, float>;
 
-// ids/valid (R, S) for the listed proteins, padded to the longest.
-void fill_batch(const Dataset& d, const std::vector<index_t>& list, std::int32_t pad, Tensor<cpu, std::int32_t>& ids,
-                Tensor<cpu, std::uint8_t>& valid) {
-  index_t S = 1;
-  for (index_t i : list) S = std::max<index_t>(S, static_cast<index_t>(d.tokens[static_cast<std::size_t>(i)].size()));
-  const index_t R = static_cast<index_t>(list.size());
-  ids.resize(Shape{R, S});
-  valid.resize(Shape{R, S});
-  std::fill(ids.data(), ids.data() + R * S, pad);
-  std::fill(valid.data(), valid.data() + R * S, std::uint8_t(0));
-  for (index_t r = 0; r < R; ++r) {
-    const auto& t = d.tokens[static_cast<std::size_t>(list[static_cast<std::size_t>(r)])];
-    std::copy(t.begin(), t.end(), ids.data() + r * S);
-    std::fill(valid.data() + r * S, valid.data() + r * S + static_cast<index_t>(t.size()), std::uint8_t(1));
-  }
-}
-
 // Query rows [q0, q0 + n) of a batch attending over the states of their
 // anchors (rows anchor[k] < A of the same batch), through the shared attention layer.
 struct PairSet {
@@ -255,7 +239,7 @@ StepResult step(const Classifier<Model>& m, Work<Model>& w, const Dataset& d, co
       pos_row[static_cast<std::size_t>(a)] = static_cast<std::int32_t>(pos_of.size());
       list.push_back(positives[static_cast<std::size_t>(a)]), pos_of.push_back(static_cast<std::int32_t>(a));
     }
-  fill_batch(d, list, pad, w.ids, w.valid);
+  samplers::pad_rows<cpu>(d.tokens, list, pad, w.ids, w.valid);
   const index_t S = w.ids.dim(1), C = m.backbone.config().d_model, K = static_cast<index_t>(d.class_names.size());
   w.H.resize(Shape{w.ids.dim(0), S, C});
   m.backbone.encode(w.ids.cview(), w.valid.cview(), w.H.view(), w.enc);

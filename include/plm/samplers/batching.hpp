@@ -102,6 +102,32 @@ struct CollateOptions {
   std::int32_t ignore_index = -100;
 };
 
+// The token sequences seqs[rows[k]] as one batch padded to the longest:
+// ids (R, S) holds pad after each row's tokens, valid (R, S) is 1 on tokens.
+template <class B>
+void pad_rows(const std::vector<std::vector<std::int32_t>>& seqs, const std::vector<index_t>& rows, std::int32_t pad,
+              Tensor<B, std::int32_t>& ids, Tensor<B, std::uint8_t>& valid) {
+  PLM_CHECK(!rows.empty(), "pad_rows: empty batch");
+  index_t S = 0;
+  for (index_t r : rows) {
+    PLM_CHECK(r >= 0 && r < static_cast<index_t>(seqs.size()), "pad_rows: row ", r, " outside the ", seqs.size(), " sequences");
+    PLM_CHECK(!seqs[static_cast<std::size_t>(r)].empty(), "pad_rows: sequence ", r, " is empty");
+    S = std::max(S, static_cast<index_t>(seqs[static_cast<std::size_t>(r)].size()));
+  }
+  const index_t R = static_cast<index_t>(rows.size());
+  std::vector<std::int32_t> h(static_cast<std::size_t>(R * S), pad);
+  std::vector<std::uint8_t> v(h.size(), 0);
+  for (index_t b = 0; b < R; ++b) {
+    const auto& t = seqs[static_cast<std::size_t>(rows[static_cast<std::size_t>(b)])];
+    std::copy(t.begin(), t.end(), h.begin() + b * S);
+    std::fill(v.begin() + b * S, v.begin() + b * S + static_cast<index_t>(t.size()), std::uint8_t(1));
+  }
+  ids.resize(Shape{R, S});
+  valid.resize(Shape{R, S});
+  upload(h.data(), ids.view());
+  upload(v.data(), valid.view());
+}
+
 template <class B>
 void collate(const std::vector<Seq2SeqExample>& examples, const std::vector<index_t>& rows, Seq2SeqBatch<B>& out,
              const CollateOptions& o = {}) {
