@@ -10,7 +10,7 @@ struct cpu_activation {
   template <class T, class F>
   static void unary(const char* op, CView<T> x, View<T> y, F f) {
     require_compute_type<T>(op);
-    check_same_shape(op, "x", x.shape(), "y", y.shape());
+    check_unary(op, x.shape(), y.shape());
     const T* px = x.data();
     T* py = y.data();
     parallel_for(x.numel(), 16, [&](index_t b, index_t e) {
@@ -24,8 +24,7 @@ struct cpu_activation {
   template <class T, class F>
   static void unary_backward(const char* op, CView<T> x, CView<T> dy, View<T> dx, F f) {
     require_compute_type<T>(op);
-    check_same_shape(op, "x", x.shape(), "dy", dy.shape());
-    check_same_shape(op, "x", x.shape(), "dx", dx.shape());
+    check_unary_backward(op, x.shape(), dy.shape(), dx.shape());
     const T *px = x.data(), *pdy = dy.data();
     T* pdx = dx.data();
     parallel_for(x.numel(), 24, [&](index_t b, index_t e) {

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "plm/backend/checks.hpp"
 #include "plm/backend/cpu/memory.hpp"
 #include "plm/backend/cpu/threads.hpp"
 #include "plm/core/error.hpp"
@@ -24,28 +25,6 @@ template <class T>
 using ArrMap = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
 template <class T>
 using CArrMap = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
-
-template <class T>
-void require_compute_type(const char* op) {
-  static_assert(is_compute_type_v<T>, "plm: this op computes in float or double; convert bf16 with ops::convert first");
-  (void)op;
-}
-
-inline void check_same_shape(const char* op, const char* na, const Shape& a, const char* nb, const Shape& b) {
-  PLM_CHECK(a == b, op, ": ", na, " ", a, " and ", nb, " ", b, " must have the same shape");
-}
-
-inline void check_rank_at_least(const char* op, const char* name, const Shape& s, int r) {
-  PLM_CHECK(s.rank() >= r, op, ": ", name, " ", s, " needs rank >= ", r);
-}
-
-inline void check_vector(const char* op, const char* name, const Shape& s, index_t n) {
-  PLM_CHECK(s.rank() == 1 && s[0] == n, op, ": ", name, " has shape ", s, ", expected (", n, ",)");
-}
-
-inline void check_not_null(const char* op, const char* name, const void* p, index_t n) {
-  PLM_CHECK(p != nullptr || n == 0, op, ": ", name, " is an empty view");
-}
 
 // Runs f(begin, end) over [0, n) split across threads when the work is large enough.
 // `cost` is the approximate work per index, in elementary operations.

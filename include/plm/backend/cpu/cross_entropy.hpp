@@ -7,26 +7,7 @@
 #include <vector>
 
 #include "plm/backend/cpu/common.hpp"
-
-namespace plm {
-
-// Sums over the rows whose target is not ignored.
-struct CrossEntropySums {
-  double loss = 0;         // sum of per-row losses (with label smoothing if any)
-  double nll = 0;          // sum of -log p(target), without smoothing
-  std::int64_t count = 0;  // rows that count
-  std::int64_t correct = 0;  // rows whose argmax equals the target
-};
-
-// Optional per-row inputs and outputs of cross_entropy (empty views = unused).
-template <class B, class T>
-struct CrossEntropyRows {
-  TensorView<B, const T> grad_scale;       // (rows): per-row gradient scale, replacing the scalar one
-  TensorView<B, T> loss;                   // (rows) out: each row's loss, 0 where ignored
-  TensorView<B, std::uint8_t> correct;     // (rows) out: 1 where argmax == target
-};
-
-}  // namespace plm
+#include "plm/backend/cross_entropy_sums.hpp"
 
 namespace plm::detail {
 
@@ -42,21 +23,14 @@ struct cpu_cross_entropy {
                                         T label_smoothing = T(0), View<T> dlogits = {}, T grad_scale = T(1),
                                         const CrossEntropyRows<cpu, T>& per_row = {}) {
     require_compute_type<T>("cross_entropy");
-    const char* op = "cross_entropy";
-    check_rank_at_least(op, "logits", logits.shape(), 1);
-    PLM_CHECK(targets.numel() == logits.shape().rows(), op, ": targets ", targets.shape(), " need one id per row of logits ",
-              logits.shape());
-    if (!dlogits.empty()) check_same_shape(op, "logits", logits.shape(), "dlogits", dlogits.shape());
-    PLM_CHECK(label_smoothing >= T(0) && label_smoothing < T(1), op, ": label_smoothing ", label_smoothing, " outside [0, 1)");
+    const Shape dl = dlogits.shape();
+    check_cross_entropy(logits.shape(), targets.shape(), dlogits.empty() ? nullptr : &dl, static_cast<double>(label_smoothing),
+                        per_row.grad_scale.empty() ? -1 : per_row.grad_scale.numel(), per_row.loss.empty() ? -1 : per_row.loss.numel(),
+                        per_row.correct.empty() ? -1 : per_row.correct.numel());
     const index_t rows = logits.shape().rows(), V = logits.dim(-1);
     const std::int32_t* pt = targets.data();
     for (index_t r = 0; r < rows; ++r)
-      PLM_CHECK(pt[r] == ignore_index || (pt[r] >= 0 && pt[r] < V), op, ": target ", pt[r], " at row ", r,
-                " is outside the vocabulary of ", V, " (ignore_index ", ignore_index, ")");
-    for (auto [name, n] : {std::pair{"grad_scale", per_row.grad_scale.empty() ? rows : per_row.grad_scale.numel()},
-                           std::pair{"loss", per_row.loss.empty() ? rows : per_row.loss.numel()},
-                           std::pair{"correct", per_row.correct.empty() ? rows : per_row.correct.numel()}})
-      PLM_CHECK(n == rows, op, ": per-row ", name, " has ", n, " elements for ", rows, " rows of logits ", logits.shape());
+      if (pt[r] != ignore_index && (pt[r] < 0 || pt[r] >= V)) fail_bad_target(pt[r], r, V, ignore_index);
     const T* pl = logits.data();
     T* pg = dlogits.data();
     const T* rscale = per_row.grad_scale.data();

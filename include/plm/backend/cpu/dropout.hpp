@@ -24,8 +24,7 @@ struct cpu_dropout {
   template <class T>
   static void apply(const char* op, CView<T> x, View<T> y, T p, std::uint64_t seed, std::uint64_t stream) {
     require_compute_type<T>(op);
-    check_same_shape(op, "x", x.shape(), "y", y.shape());
-    PLM_CHECK(p >= T(0) && p < T(1), op, ": probability ", p, " outside [0, 1)");
+    check_dropout(op, x.shape(), y.shape(), static_cast<double>(p));
     const T* px = x.data();
     T* py = y.data();
     const T scale = T(1) / (T(1) - p);

@@ -50,8 +50,7 @@ struct cpu_elementwise {
   template <class T, class F>
   static void binary(const char* op, CView<T> a, CView<T> b, View<T> out, F f) {
     require_compute_type<T>(op);
-    check_same_shape(op, "a", a.shape(), "b", b.shape());
-    check_same_shape(op, "a", a.shape(), "out", out.shape());
+    check_elementwise(op, a.shape(), b.shape(), out.shape());
     const T *pa = a.data(), *pb = b.data();
     T* po = out.data();
     parallel_for(a.numel(), 1, [&](index_t s, index_t e) {
@@ -91,9 +90,7 @@ struct cpu_elementwise {
   template <class T, class F>
   static void row_broadcast(const char* op, CView<T> x, CView<T> row, View<T> out, F f) {
     require_compute_type<T>(op);
-    check_rank_at_least(op, "x", x.shape(), 1);
-    check_vector(op, "row", row.shape(), x.dim(-1));
-    check_same_shape(op, "x", x.shape(), "out", out.shape());
+    check_row_broadcast(op, x.shape(), row.shape(), out.shape());
     const index_t rows = x.shape().rows(), cols = x.dim(-1);
     const T *px = x.data(), *pr = row.data();
     T* po = out.data();
@@ -111,8 +108,7 @@ struct cpu_elementwise {
   template <class T>
   static void sum_rows(CView<T> x, View<T> out, T beta = T(0)) {
     require_compute_type<T>("sum_rows");
-    check_rank_at_least("sum_rows", "x", x.shape(), 1);
-    check_vector("sum_rows", "out", out.shape(), x.dim(-1));
+    check_sum_rows(x.shape(), out.shape());
     const index_t rows = x.shape().rows(), cols = x.dim(-1);
     const T* px = x.data();
     T* po = out.data();
@@ -129,11 +125,8 @@ struct cpu_elementwise {
   // (batch, time, heads, d_head) into (batch, heads, time, d_head) and back.
   template <class T>
   static void transpose12(CView<T> x, View<T> out) {
-    PLM_CHECK(x.rank() == 4, "transpose12: x ", x.shape(), " needs rank 4");
+    check_transpose12(x.shape(), out.shape(), x.data() == out.data());
     const index_t A = x.dim(0), B = x.dim(1), C = x.dim(2), D = x.dim(3);
-    PLM_CHECK(out.shape() == Shape({A, C, B, D}), "transpose12: out ", out.shape(), " should be ", Shape({A, C, B, D}),
-              " for x ", x.shape());
-    PLM_CHECK(x.data() != out.data() || x.numel() == 0, "transpose12: out must not alias x");
     const T* px = x.data();
     T* po = out.data();
     parallel_for(A * B, C * D, [&](index_t s, index_t e) {

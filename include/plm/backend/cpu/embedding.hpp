@@ -10,21 +10,13 @@ struct cpu_embedding {
   static void check_ids(const char* op, CView<std::int32_t> ids, index_t vocab) {
     const std::int32_t* p = ids.data();
     for (index_t i = 0; i < ids.numel(); ++i)
-      PLM_CHECK(p[i] >= 0 && p[i] < vocab, op, ": id ", p[i], " at flat position ", i, " of ids ", ids.shape(),
-                " is outside the table's ", vocab, " rows");
-  }
-  static void check_shapes(const char* op, const Shape& table, const Shape& ids, const Shape& rows) {
-    PLM_CHECK(table.rank() == 2, op, ": table ", table, " must be (V, C)");
-    PLM_CHECK(ids.rank() >= 1 && ids.rank() <= 3, op, ": ids ", ids, " must have rank 1 to 3");
-    bool ok = rows.rank() == ids.rank() + 1 && rows[-1] == table[1];
-    for (int i = 0; ok && i < ids.rank(); ++i) ok = rows[i] == ids[i];
-    PLM_CHECK(ok, op, ": rows ", rows, " must be ids ", ids, " + (", table[1], ",) for table ", table);
+      if (p[i] < 0 || p[i] >= vocab) fail_bad_id(op, p[i], i, ids.shape(), vocab);
   }
 
   // out[n, :] = table[ids[n], :].  table: (V, C); ids: (...); out: (..., C).
   template <class T>
   static void gather(CView<T> table, CView<std::int32_t> ids, View<T> out) {
-    check_shapes("gather", table.shape(), ids.shape(), out.shape());
+    check_embedding("gather", table.shape(), ids.shape(), out.shape());
     check_ids("gather", ids, table.dim(0));
     const index_t n = ids.numel(), C = table.dim(1);
     const std::int32_t* pi = ids.data();
@@ -39,7 +31,7 @@ struct cpu_embedding {
   template <class T>
   static void scatter_add(CView<std::int32_t> ids, CView<T> drows, View<T> dtable) {
     require_compute_type<T>("scatter_add");
-    check_shapes("scatter_add", dtable.shape(), ids.shape(), drows.shape());
+    check_embedding("scatter_add", dtable.shape(), ids.shape(), drows.shape());
     check_ids("scatter_add", ids, dtable.dim(0));
     const index_t n = ids.numel(), C = dtable.dim(1);
     const std::int32_t* pi = ids.data();

@@ -9,19 +9,11 @@
 namespace plm::detail {
 
 struct cpu_norm {
-  static void check_norm(const char* op, const Shape& x, const Shape& y, const Shape& w, const Shape* stat, const char* stat_name) {
-    check_rank_at_least(op, "x", x, 1);
-    check_same_shape(op, "x", x, "y", y);
-    check_vector(op, "weight", w, x[-1]);
-    if (stat) check_vector(op, stat_name, *stat, x.rows());
-  }
-
   // y = x / sqrt(mean(x^2) + eps) * weight.  x, y: (..., C); weight: (C); inv_rms: (rows) for backward.
   template <class T>
   static void rms_norm(CView<T> x, CView<T> weight, T eps, View<T> y, View<T> inv_rms) {
     require_compute_type<T>("rms_norm");
-    const Shape is = inv_rms.shape();
-    check_norm("rms_norm", x.shape(), y.shape(), weight.shape(), &is, "inv_rms");
+    check_rms_norm(x.shape(), weight.shape(), y.shape(), inv_rms.shape());
     const index_t rows = x.shape().rows(), C = x.dim(-1);
     const T *px = x.data(), *pw = weight.data();
     T *py = y.data(), *pr = inv_rms.data();
@@ -43,11 +35,7 @@ struct cpu_norm {
   template <class T>
   static void rms_norm_backward(CView<T> x, CView<T> weight, CView<T> inv_rms, CView<T> dy, View<T> dx, View<T> dweight) {
     require_compute_type<T>("rms_norm_backward");
-    const char* op = "rms_norm_backward";
-    const Shape is = inv_rms.shape();
-    check_norm(op, x.shape(), dy.shape(), weight.shape(), &is, "inv_rms");
-    check_same_shape(op, "x", x.shape(), "dx", dx.shape());
-    check_vector(op, "dweight", dweight.shape(), x.dim(-1));
+    check_rms_norm_backward(x.shape(), weight.shape(), inv_rms.shape(), dy.shape(), dx.shape(), dweight.shape());
     const index_t rows = x.shape().rows(), C = x.dim(-1);
     const T *px = x.data(), *pw = weight.data(), *pr = inv_rms.data(), *pdy = dy.data();
     T *pdx = dx.data(), *pdw = dweight.data();
@@ -73,11 +61,7 @@ struct cpu_norm {
   template <class T>
   static void layer_norm(CView<T> x, CView<T> weight, CView<T> bias, T eps, View<T> y, View<T> mean, View<T> rstd) {
     require_compute_type<T>("layer_norm");
-    const char* op = "layer_norm";
-    const Shape ms = mean.shape(), rs = rstd.shape();
-    check_norm(op, x.shape(), y.shape(), weight.shape(), &ms, "mean");
-    check_vector(op, "bias", bias.shape(), x.dim(-1));
-    check_vector(op, "rstd", rs, x.shape().rows());
+    check_layer_norm(x.shape(), weight.shape(), bias.shape(), y.shape(), mean.shape(), rstd.shape());
     const index_t rows = x.shape().rows(), C = x.dim(-1);
     const T *px = x.data(), *pw = weight.data(), *pb = bias.data();
     T *py = y.data(), *pm = mean.data(), *ps = rstd.data();
@@ -105,13 +89,8 @@ struct cpu_norm {
   static void layer_norm_backward(CView<T> x, CView<T> weight, CView<T> mean, CView<T> rstd, CView<T> dy, View<T> dx,
                                   View<T> dweight, View<T> dbias) {
     require_compute_type<T>("layer_norm_backward");
-    const char* op = "layer_norm_backward";
-    const Shape ms = mean.shape();
-    check_norm(op, x.shape(), dy.shape(), weight.shape(), &ms, "mean");
-    check_vector(op, "rstd", rstd.shape(), x.shape().rows());
-    check_same_shape(op, "x", x.shape(), "dx", dx.shape());
-    check_vector(op, "dweight", dweight.shape(), x.dim(-1));
-    check_vector(op, "dbias", dbias.shape(), x.dim(-1));
+    check_layer_norm_backward(x.shape(), weight.shape(), mean.shape(), rstd.shape(), dy.shape(), dx.shape(), dweight.shape(),
+                              dbias.shape());
     const index_t rows = x.shape().rows(), C = x.dim(-1);
     const T *px = x.data(), *pw = weight.data(), *pm = mean.data(), *ps = rstd.data(), *pdy = dy.data();
     T *pdx = dx.data(), *pdw = dweight.data(), *pdb = dbias.data();

@@ -16,12 +16,14 @@
 #include "plm/backend/cpu/optimizer.hpp"
 #include "plm/backend/cpu/reduce.hpp"
 #include "plm/backend/cpu/softmax.hpp"
+#include "plm/backend/matmul.hpp"
 #include "plm/backend/tags.hpp"
 
 namespace plm {
 
 template <>
 struct ops<cpu> : detail::cpu_gemm,
+                  detail::matmul_op<cpu>,
                   detail::cpu_elementwise,
                   detail::cpu_softmax,
                   detail::cpu_norm,

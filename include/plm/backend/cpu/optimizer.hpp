@@ -16,10 +16,7 @@ struct cpu_optimizer {
   static void adamw_update(View<T> param, CView<T> grad, View<T> m, View<T> v, double lr, double beta1, double beta2, double eps,
                            double weight_decay, double correction1, double correction2) {
     require_compute_type<T>("adamw_update");
-    const char* op = "adamw_update";
-    check_same_shape(op, "param", param.shape(), "grad", grad.shape());
-    check_same_shape(op, "param", param.shape(), "m", m.shape());
-    check_same_shape(op, "param", param.shape(), "v", v.shape());
+    check_adamw(param.shape(), grad.shape(), m.shape(), v.shape());
     T *p = param.data(), *pm = m.data(), *pv = v.data();
     const T* g = grad.data();
     const T decay = static_cast<T>(1 - lr * weight_decay), b1 = static_cast<T>(beta1), b2 = static_cast<T>(beta2);
@@ -42,15 +39,10 @@ struct cpu_optimizer {
   static void adafactor_update(View<T> param, CView<T> grad, View<T> row, View<T> col, View<T> m, View<T> scratch, double lr,
                                double beta2t, double eps1, double clip_threshold, double beta1, double weight_decay) {
     require_compute_type<T>("adafactor_update");
-    const char* op = "adafactor_update";
-    check_same_shape(op, "param", param.shape(), "grad", grad.shape());
-    check_same_shape(op, "param", param.shape(), "scratch", scratch.shape());
     const bool factored = !col.empty();
+    const auto [R, C] = check_adafactor(param.shape(), grad.shape(), row.shape(), col.shape(), m.shape(), scratch.shape(), factored,
+                                        !m.empty());
     const index_t n = param.numel();
-    const index_t R = factored ? param.dim(0) : 1, C = factored ? n / R : n;
-    PLM_CHECK(factored ? (param.rank() == 2 && row.numel() == R && col.numel() == C) : row.numel() == n, op, ": moments row ",
-              row.shape(), " / col ", col.shape(), " do not fit param ", param.shape());
-    PLM_CHECK(m.empty() || m.numel() == n, op, ": momentum ", m.shape(), " does not fit param ", param.shape());
     const T* g = grad.data();
     T *p = param.data(), *u = scratch.data(), *vr = row.data(), *vc = col.data();
     const double b = beta2t;

@@ -10,26 +10,12 @@
 namespace plm::detail {
 
 struct cpu_softmax {
-  template <class T>
-  static void check_mask(const char* op, const Shape& s, const SoftmaxMask<cpu, T>& m) {
-    PLM_CHECK(s.rank() == 4, op, ": scores ", s, " need rank 4 (B, H, Tq, Tk); reshape rows to (1, 1, rows, Tk)");
-    if (!m.bias.empty()) {
-      const Shape& bs = m.bias.shape();
-      const bool shared = bs == Shape({s[1], s[2], s[3]});
-      PLM_CHECK(shared || bs == s, op, ": bias ", bs, " must be (H, Tq, Tk) = ", Shape({s[1], s[2], s[3]}),
-                " or match scores ", s);
-    }
-    if (!m.key_valid.empty())
-      PLM_CHECK(m.key_valid.shape() == Shape({s[0], s[3]}), op, ": key_valid ", m.key_valid.shape(),
-                " must be (B, Tk) = ", Shape({s[0], s[3]}), " for scores ", s);
-  }
-
   // probs = softmax(mask(scale * scores + bias)) over the last dimension.
   // scores, probs: (B, H, Tq, Tk); probs may alias scores.
   template <class T>
   static void masked_softmax(CView<T> scores, View<T> probs, const SoftmaxMask<cpu, T>& mask = {}) {
     require_compute_type<T>("masked_softmax");
-    check_mask("masked_softmax", scores.shape(), mask);
+    check_softmax_mask("masked_softmax", scores.shape(), mask);
     check_same_shape("masked_softmax", "scores", scores.shape(), "probs", probs.shape());
     const index_t B = scores.dim(0), H = scores.dim(1), Tq = scores.dim(2), Tk = scores.dim(3);
     const bool shared_bias = !mask.bias.empty() && mask.bias.rank() == 3;
@@ -78,17 +64,9 @@ struct cpu_softmax {
   template <class T>
   static void masked_softmax_backward(CView<T> probs, CView<T> dprobs, View<T> dscores, T scale = T(1), View<T> dbias = {}) {
     require_compute_type<T>("masked_softmax_backward");
-    const char* op = "masked_softmax_backward";
-    PLM_CHECK(probs.rank() == 4, op, ": probs ", probs.shape(), " need rank 4 (B, H, Tq, Tk)");
-    check_same_shape(op, "probs", probs.shape(), "dprobs", dprobs.shape());
-    check_same_shape(op, "probs", probs.shape(), "dscores", dscores.shape());
+    const Shape db = dbias.shape();
+    const bool shared = check_softmax_backward(probs.shape(), dprobs.shape(), dscores.shape(), dbias.empty() ? nullptr : &db);
     const index_t B = probs.dim(0), H = probs.dim(1), Tq = probs.dim(2), Tk = probs.dim(3);
-    bool shared = false;
-    if (!dbias.empty()) {
-      shared = dbias.shape() == Shape({H, Tq, Tk});
-      PLM_CHECK(shared || dbias.shape() == probs.shape(), op, ": dbias ", dbias.shape(), " must be (H, Tq, Tk) = ",
-                Shape({H, Tq, Tk}), " or match probs ", probs.shape());
-    }
     const T *pp = probs.data(), *pd = dprobs.data();
     T* pg = dscores.data();
     T* pb = dbias.data();
