@@ -30,6 +30,7 @@
 #include <plm/train/flops.hpp>
 #include <plm/train/metrics.hpp>
 #include <plm/train/progress.hpp>
+#include <plm/train/device.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -46,7 +47,6 @@
 
 using namespace plm;
 namespace fs = std::filesystem;
-using Model = nn::Ankh3Model<cpu, float>;
 using samplers::Task;
 
 namespace {
@@ -86,6 +86,7 @@ struct Options {
   long eval_every = 250, checkpoint_every = 250;
   std::uint64_t seed = 1;
   int threads = 0;
+  train::DeviceOptions device;
 };
 
 nn::T5Config make_config(const Options& o, std::int32_t vocab_size) {
@@ -207,12 +208,13 @@ Pool build_pool(const std::vector<Sequence>& seqs, const samplers::Ankh3Sampler&
 }
 
 // Held-out loss and accuracy per task over fixed examples (the same masks every time).
-objectives::MultiTaskResult evaluate(const Model& m, const Pool& valid, const objectives::MultiTask<cpu, float>& loss,
-                                     Model::Cache& cache, Tensor<cpu, float>& logits) {
+template <class B>
+objectives::MultiTaskResult evaluate(const nn::Ankh3Model<B, float>& m, const Pool& valid, const objectives::MultiTask<B, float>& loss,
+                                     typename nn::Ankh3Model<B, float>::Cache& cache, Tensor<B, float>& logits) {
   objectives::MultiTaskResult total;
-  samplers::Seq2SeqBatch<cpu> b;
+  samplers::Seq2SeqBatch<B> b;
   for (const auto& rows : valid.batches) {
-    samplers::collate<cpu>(valid.examples, rows, b);
+    samplers::collate<B>(valid.examples, rows, b);
     logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), m.config().vocab_size});
     m.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, 0, b.dec_valid.cview());
     total.add(loss(logits.cview(), b.labels.cview(), b.task));
@@ -241,7 +243,9 @@ std::vector<std::pair<std::string, double>> task_metrics(const objectives::Multi
   return m;
 }
 
+template <class B>
 int run(const Options& o) {
+  using Model = nn::Ankh3Model<B, float>;
   if (o.threads > 0) set_num_threads(o.threads);
   PLM_CHECK(o.steps > 0 && o.accum > 0 && o.eval_every > 0 && o.checkpoint_every > 0,
             "--steps, --accum, --eval-every and --checkpoint-every must be positive");
@@ -276,7 +280,7 @@ int run(const Options& o) {
     // first logits O(sqrt(d_model)) and the first losses ~5x ln(V); starting
     // it at std d_model^-0.5 gives O(1) logits and a loss near ln(V) at step 0.
     auto head = ps.value("lm_head.weight");
-    ops<cpu>::scale<float>(head, static_cast<float>(1.0 / std::sqrt(double(cfg.d_model))), head);
+    ops<B>::scale(head, static_cast<float>(1.0 / std::sqrt(double(cfg.d_model))), head);
   }
   std::fprintf(stderr, "ankh3_pretrain: model d_model %ld, %ld+%ld layers, %ld heads, d_ff %ld, %.2fM parameters\n", long(cfg.d_model),
                long(cfg.num_layers), long(cfg.num_decoder_layers), long(cfg.num_heads), long(cfg.d_ff), double(ps.numel()) / 1e6);
@@ -297,24 +301,24 @@ int run(const Options& o) {
   PLM_CHECK(!valid_seqs.empty(), "no held-out sequences (raise --valid-fraction or pass --valid)");
   const Pool valid = build_pool(valid_seqs, sampler, o, 1u << 20, 0, false);
 
-  objectives::MultiTask<cpu, float> loss({{"nlu", o.nlu_weight}, {"s2s", o.s2s_weight}}, vocab.residue_ids(), -100,
+  objectives::MultiTask<B, float> loss({{"nlu", o.nlu_weight}, {"s2s", o.s2s_weight}}, vocab.residue_ids(), -100,
                                          o.label_smoothing);
   optim::ParamGroups groups;
-  std::unique_ptr<optim::AdamW<cpu, float>> adamw;
-  std::unique_ptr<optim::Adafactor<cpu, float>> adafactor;
+  std::unique_ptr<optim::AdamW<B, float>> adamw;
+  std::unique_ptr<optim::Adafactor<B, float>> adafactor;
   if (o.optimizer == "adamw") {
-    adamw = std::make_unique<optim::AdamW<cpu, float>>(ps, optim::AdamW<cpu, float>::Options{0.9, 0.999, 1e-8, o.weight_decay}, groups);
+    adamw = std::make_unique<optim::AdamW<B, float>>(ps, typename optim::AdamW<B, float>::Options{0.9, 0.999, 1e-8, o.weight_decay}, groups);
   } else if (o.optimizer == "adafactor" || o.optimizer == "adafactor-relative") {
-    optim::Adafactor<cpu, float>::Options ao;
+    typename optim::Adafactor<B, float>::Options ao;
     ao.weight_decay = o.weight_decay;
     ao.relative_step = o.optimizer == "adafactor-relative";
     ao.scale_parameter = ao.relative_step;
-    adafactor = std::make_unique<optim::Adafactor<cpu, float>>(ps, ao, groups);
+    adafactor = std::make_unique<optim::Adafactor<B, float>>(ps, ao, groups);
   } else {
     PLM_FAIL("--optimizer: unknown '", o.optimizer, "' (adamw, adafactor, adafactor-relative)");
   }
   auto opt_state = [&] { return adamw ? adamw->state() : adafactor->state(); };
-  std::vector<io::NamedTensor<cpu, float>> state;
+  std::vector<io::NamedTensor<B, float>> state;
   for (auto& [name, view] : opt_state()) state.push_back({name, view});
   const optim::LRSchedule schedule{o.lr, o.warmup, o.steps, optim::LRSchedule::parse(o.schedule), 0.05};
 
@@ -375,9 +379,9 @@ int run(const Options& o) {
   std::fprintf(stderr, "ankh3_pretrain: %zu held-out sequences; frequency baseline (always '%s'): nlu %.3f, s2s %.3f\n",
                valid_seqs.size(), vocab.token(top).c_str(), baseline["nlu"], baseline["s2s"]);
 
-  Model::Cache cache;
-  Tensor<cpu, float> logits;
-  samplers::Seq2SeqBatch<cpu> b;
+  typename Model::Cache cache;
+  Tensor<B, float> logits;
+  samplers::Seq2SeqBatch<B> b;
   const optim::GradientAccumulation acc{o.accum};
   train::ProgressBar bar(o.steps, "tok/s", ts.step);
   auto save = [&] {
@@ -393,11 +397,11 @@ int run(const Options& o) {
     double step_loss = 0;  // the optimised objective: mean over micro-batches of their totals
     index_t tokens = 0;
     for (long micro = 0; micro < o.accum; ++micro) {
-      samplers::collate<cpu>(pool.examples, next_batch(), b);
+      samplers::collate<B>(pool.examples, next_batch(), b);
       logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), cfg.vocab_size});
       model.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, 0, b.dec_valid.cview());
       const auto r = loss(logits.cview(), b.labels.cview(), b.task, logits.view());  // logits become d loss / d logits
-      if (acc.micro_batches > 1) ops<cpu>::scale<float>(logits.cview(), static_cast<float>(acc.loss_weight()), logits.view());
+      if (acc.micro_batches > 1) ops<B>::scale(logits.cview(), static_cast<float>(acc.loss_weight()), logits.view());
       model.backward(logits.cview(), cache);
       sum.add(r);
       step_loss += r.total * acc.loss_weight();
@@ -419,7 +423,7 @@ int run(const Options& o) {
     bar.update(step, {{"loss", sum.total}, {"nlu", sum.tasks[0].loss}, {"s2s", sum.tasks[1].loss}}, double(tokens));
 
     if (step % o.eval_every == 0 || step == o.steps) {
-      const auto v = evaluate(model, valid, loss, cache, logits);
+      const auto v = evaluate<B>(model, valid, loss, cache, logits);
       nlohmann::json vr = {{"split", "valid"}, {"step", step}, {"loss", v.total}};
       for (auto& [k, val] : task_metrics(v, "")) vr[k] = val;
       for (auto& [k, val] : baseline) vr[k + "_baseline_acc"] = val;
@@ -493,9 +497,12 @@ int main(int argc, char** argv) {
   r->add_option("--checkpoint-every", o.checkpoint_every);
   r->add_option("--seed", o.seed);
   r->add_option("--threads", o.threads, "CPU threads (0 = all)");
+  r->add_option("--device", o.device.device, "cpu or cuda (a checkpoint resumes on either)");
+  r->add_option("--gpu", o.device.gpu, "CUDA device index");
+  r->add_option("--gpu-math", o.device.math, "float GEMMs on the GPU: fp32, tf32 or bf16 (fp32 accumulation)");
   CLI11_PARSE(app, argc, argv);
   try {
-    return run(o);
+    return train::run_on_device(o.device, [&](auto backend) { return run<decltype(backend)>(o); });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nankh3_pretrain: %s\n", e.what());
     return 1;

@@ -1,0 +1,53 @@
+#pragma once
+// Choosing the backend at run time, for programs built for both.
+//
+//   train::DeviceOptions dev;                       // --device cpu|cuda, --gpu N, --gpu-math tf32|fp32|bf16
+//   return train::run_on_device(dev, [&](auto backend) { return run<decltype(backend)>(opts); });
+//
+// With B = plm::cuda the callable runs inside a CudaContext for the chosen GPU.
+// A program compiled without the CUDA backend (no PLM_HAS_CUDA, which the
+// plm::cuda CMake target defines) rejects --device cuda with a clear message.
+#include <cstdio>
+#include <string>
+
+#include "plm/backend/tags.hpp"
+#include "plm/core/error.hpp"
+#if defined(PLM_HAS_CUDA)
+#include "plm/cuda.hpp"
+#endif
+
+namespace plm::train {
+
+struct DeviceOptions {
+  std::string device = "cpu";  // cpu or cuda
+  int gpu = 0;                 // CUDA device index
+  std::string math = "tf32";   // float GEMMs on the GPU: fp32, tf32 or bf16
+};
+
+// True when this program was built with the CUDA backend (a GPU may still be absent).
+inline constexpr bool built_with_cuda() {
+#if defined(PLM_HAS_CUDA)
+  return true;
+#else
+  return false;
+#endif
+}
+
+template <class F>
+auto run_on_device(const DeviceOptions& d, F&& f) {
+  if (d.device == "cpu") return f(cpu{});
+  PLM_CHECK(d.device == "cuda", "--device: unknown '", d.device, "' (cpu or cuda)");
+#if defined(PLM_HAS_CUDA)
+  CudaMath math = CudaMath::tf32;
+  if (d.math == "fp32") math = CudaMath::fp32;
+  else if (d.math == "bf16") math = CudaMath::bf16;
+  else PLM_CHECK(d.math == "tf32", "--gpu-math: unknown '", d.math, "' (fp32, tf32 or bf16)");
+  CudaContext gpu(d.gpu, math);
+  std::fprintf(stderr, "plm: running on %s (GPU %d, %s GEMMs)\n", gpu.device_name().c_str(), d.gpu, d.math.c_str());
+  return f(cuda{});
+#else
+  PLM_FAIL("--device cuda: this program was built without the CUDA backend; configure with -DPLM_CUDA=ON and a CUDA toolkit");
+#endif
+}
+
+}  // namespace plm::train
