@@ -27,4 +27,13 @@ grep -q '"mean"' <<< "$header" || { echo "FAIL: no mean tensor"; exit 1; }
 printf '>bad\nMK1L\n' > "$work/bad.fasta"
 "$embed" --model "$model" --fasta "$work/bad.fasta" --out "$work/bad.safetensors" 2> "$work/bad.log" && { echo "FAIL: bad FASTA accepted"; exit 1; }
 grep -q "bad.fasta:2" "$work/bad.log" || { echo "FAIL: error does not name file:line"; cat "$work/bad.log"; exit 1; }
+# --device cuda: runs on a GPU when there is one; otherwise a clear refusal, never a crash
+if "$embed" --model "$model" --fasta "$work/20.fasta" --out "$work/emb_cuda.safetensors" --device cuda 2> "$work/cuda.log"; then
+  cmp -s <(dd if="$work/emb.safetensors" bs=1 count=8 2> /dev/null) <(dd if="$work/emb_cuda.safetensors" bs=1 count=8 2> /dev/null) ||
+    { echo "FAIL: GPU embeddings have another header size"; exit 1; }
+else
+  grep -Eq "no CUDA device is available|built without the CUDA backend" "$work/cuda.log" || { echo "FAIL: --device cuda"; cat "$work/cuda.log"; exit 1; }
+fi
+"$embed" --model "$model" --fasta "$work/20.fasta" --out "$work/x.safetensors" --device tpu 2> "$work/tpu.log" && { echo "FAIL: --device tpu accepted"; exit 1; }
+grep -q "unknown 'tpu' (cpu or cuda)" "$work/tpu.log" || { echo "FAIL: unclear --device error"; cat "$work/tpu.log"; exit 1; }
 echo "ok"

@@ -18,6 +18,7 @@
 #include <plm/io/t5_checkpoint.hpp>
 #include <plm/nn/t5.hpp>
 #include <plm/plm.hpp>
+#include <plm/train/device.hpp>
 #include <plm/samplers/decoding.hpp>
 
 #include <cstdio>
@@ -37,6 +38,7 @@ struct Options {
   long top_k = 10, beam = 4, count = 10, extra = 16;
   std::uint64_t seed = 1;
   int threads = 0;
+  train::DeviceOptions device;
 };
 
 template <class Model>
@@ -70,8 +72,8 @@ int complete(const Options& o) {
     std::vector<std::int32_t> input = {vocab.s2s_id()};
     input.insert(input.end(), residues.begin(), residues.begin() + static_cast<long>(k));
     input.push_back(vocab.eos_id());
-    Tensor<cpu, std::int32_t> ids(Shape{1, static_cast<index_t>(input.size())});
-    std::copy(input.begin(), input.end(), ids.data());
+    Tensor<typename Model::backend, std::int32_t> ids(Shape{1, static_cast<index_t>(input.size())});
+    upload(input.data(), ids.view());
     const index_t want = static_cast<index_t>(residues.size() - k);
     std::vector<std::int32_t> gen;
     if (o.strategy == "beam") {
@@ -133,13 +135,19 @@ int main(int argc, char** argv) {
   app.add_option("--out", o.out, "write the completed proteins as FASTA");
   app.add_option("--seed", o.seed, "sampling seed");
   app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+  app.add_option("--device", o.device.device, "cpu or cuda");
+  app.add_option("--gpu", o.device.gpu, "CUDA device index");
+  app.add_option("--gpu-math", o.device.math, "float GEMMs on the GPU: fp32, tf32 or bf16");
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
     const auto cfg = io::read_t5_config((fs::path(o.model) / "config.json").string());
-    if (cfg.feed_forward_proj == "gated-silu") return complete<nn::Ankh3Model<cpu, float>>(o);
-    if (cfg.feed_forward_proj == "gated-gelu") return complete<nn::AnkhModel<cpu, float>>(o);
-    PLM_FAIL(o.model, "/config.json: feed_forward_proj '", cfg.feed_forward_proj, "' is not an Ankh model (gated-gelu or gated-silu)");
+    return train::run_on_device(o.device, [&](auto backend) {
+      using B = decltype(backend);
+      if (cfg.feed_forward_proj == "gated-silu") return complete<nn::Ankh3Model<B, float>>(o);
+      if (cfg.feed_forward_proj == "gated-gelu") return complete<nn::AnkhModel<B, float>>(o);
+      PLM_FAIL(o.model, "/config.json: feed_forward_proj '", cfg.feed_forward_proj, "' is not an Ankh model (gated-gelu or gated-silu)");
+    });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "ankh3_complete: %s\n", e.what());
     return 1;

@@ -18,6 +18,7 @@
 #include <plm/nn/t5.hpp>
 #include <plm/plm.hpp>
 #include <plm/samplers/batching.hpp>
+#include <plm/train/device.hpp>
 #include <plm/train/progress.hpp>
 
 #include <algorithm>
@@ -38,6 +39,7 @@ struct Options {
   std::size_t max_length = 1024;
   long token_budget = 8192;
   int threads = 0;
+  train::DeviceOptions device;
 };
 
 template <class Model>
@@ -81,21 +83,25 @@ int embed(const Options& o) {
   Tensor<cpu, float> mean(Shape{static_cast<index_t>(ids.size()), C});
   std::vector<Tensor<cpu, float>> per_residue(o.per_residue ? ids.size() : 0);
   typename Model::Cache cache;
-  Tensor<cpu, std::int32_t> batch_ids;
-  Tensor<cpu, std::uint8_t> valid;
-  Tensor<cpu, float> out;
+  using B = typename Model::backend;
+  Tensor<B, std::int32_t> batch_ids;
+  Tensor<B, std::uint8_t> valid;
+  Tensor<B, float> out;
+  std::vector<float> host_out;
   train::ProgressBar bar(static_cast<std::int64_t>(ids.size()), "res/s");
   for (std::size_t s = 0; s < order.size();) {
     // a batch of similar lengths within the token budget (sorted: the last is the longest)
     std::size_t e = s + 1;
     while (e < order.size() && static_cast<long>((e - s + 1) * tokens[static_cast<std::size_t>(order[e])].size()) <= o.token_budget) ++e;
     const std::vector<index_t> rows(order.begin() + static_cast<long>(s), order.begin() + static_cast<long>(e));
-    samplers::pad_rows<cpu>(tokens, rows, vocab.pad_id(), batch_ids, valid);
+    samplers::pad_rows<B>(tokens, rows, vocab.pad_id(), batch_ids, valid);
     const index_t Bn = batch_ids.dim(0), S = batch_ids.dim(1);
     double residues = 0;
     for (index_t r : rows) residues += double(tokens[static_cast<std::size_t>(r)].size());
     out.resize(Shape{Bn, S, C});
     model.encode(batch_ids.cview(), valid.cview(), out.view(), cache);
+    host_out.resize(static_cast<std::size_t>(out.numel()));
+    download(out.cview(), host_out.data());
     for (index_t b = 0; b < Bn; ++b) {
       const auto i = static_cast<std::size_t>(order[s + static_cast<std::size_t>(b)]);
       const index_t L = static_cast<index_t>(tokens[i].size()) - 1 - first;
@@ -103,7 +109,7 @@ int embed(const Options& o) {
       std::fill(m, m + C, 0.0f);
       if (o.per_residue) per_residue[i] = Tensor<cpu, float>(Shape{L, C});
       for (index_t t = 0; t < L; ++t) {
-        const float* h = out.data() + (b * S + first + t) * C;
+        const float* h = host_out.data() + (b * S + first + t) * C;
         for (index_t c = 0; c < C; ++c) m[c] += h[c] / static_cast<float>(L);
         if (o.per_residue) std::copy(h, h + C, per_residue[i].data() + t * C);
       }
@@ -138,13 +144,19 @@ int main(int argc, char** argv) {
   app.add_option("--max-length", o.max_length, "longer proteins are an error");
   app.add_option("--token-budget", o.token_budget, "padded tokens per batch");
   app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+  app.add_option("--device", o.device.device, "cpu or cuda");
+  app.add_option("--gpu", o.device.gpu, "CUDA device index");
+  app.add_option("--gpu-math", o.device.math, "float GEMMs on the GPU: fp32, tf32 or bf16");
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
     const auto cfg = io::read_t5_config((fs::path(o.model) / "config.json").string());
-    if (cfg.feed_forward_proj == "gated-silu") return embed<nn::Ankh3Model<cpu, float>>(o);
-    if (cfg.feed_forward_proj == "gated-gelu") return embed<nn::AnkhModel<cpu, float>>(o);
-    PLM_FAIL(o.model, "/config.json: feed_forward_proj '", cfg.feed_forward_proj, "' is not an Ankh model (gated-gelu or gated-silu)");
+    return train::run_on_device(o.device, [&](auto backend) {
+      using B = decltype(backend);
+      if (cfg.feed_forward_proj == "gated-silu") return embed<nn::Ankh3Model<B, float>>(o);
+      if (cfg.feed_forward_proj == "gated-gelu") return embed<nn::AnkhModel<B, float>>(o);
+      PLM_FAIL(o.model, "/config.json: feed_forward_proj '", cfg.feed_forward_proj, "' is not an Ankh model (gated-gelu or gated-silu)");
+    });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nankh3_embed: %s\n", e.what());
     return 1;

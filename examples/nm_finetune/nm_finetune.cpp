@@ -36,6 +36,7 @@
 #include <plm/samplers/batching.hpp>
 #include <plm/samplers/negatives.hpp>
 #include <plm/train/classification.hpp>
+#include <plm/train/device.hpp>
 #include <plm/train/metrics.hpp>
 #include <plm/train/progress.hpp>
 
@@ -55,9 +56,6 @@
 
 using namespace plm;
 namespace fs = std::filesystem;
-using Params = nn::ParameterSet<cpu, float>;
-using View = TensorView<cpu, float>;
-using CView = ConstView<cpu, float>;
 
 namespace {
 
@@ -88,6 +86,7 @@ struct Options {
   bool resume = false;
   std::uint64_t seed = 1;
   int threads = 0;
+  train::DeviceOptions device;
 };
 
 struct Dataset {
@@ -133,16 +132,17 @@ Dataset load_data(const Options& o, const data::Vocabulary& vocab) {
 // The fine-tuned model: backbone encoder + attention layer + pooling + readout head.
 template <class Model>
 struct Classifier {
+  using B = typename Model::backend;
   Model backbone;
-  std::unique_ptr<Params> head_ps = std::make_unique<Params>();
-  nn::NegativeMiningAttention<cpu, float> attn;
-  nn::ReadoutHead<cpu, float> head;
-  nn::MeanPool<cpu, float> pool;
+  std::unique_ptr<nn::ParameterSet<B, float>> head_ps = std::make_unique<nn::ParameterSet<B, float>>();
+  nn::NegativeMiningAttention<B, float> attn;
+  nn::ReadoutHead<B, float> head;
+  nn::MeanPool<B, float> pool;
 
   Classifier(Model m, index_t classes, const Options& o) : backbone(std::move(m)) {
     const index_t C = backbone.config().d_model;
-    attn = nn::NegativeMiningAttention<cpu, float>(*head_ps, "nm_attention", C, o.scaled);
-    head = nn::ReadoutHead<cpu, float>(*head_ps, "classifier", C, classes, o.readout);
+    attn = nn::NegativeMiningAttention<B, float>(*head_ps, "nm_attention", C, o.scaled);
+    head = nn::ReadoutHead<B, float>(*head_ps, "classifier", C, classes, o.readout);
     head_ps->allocate();
     head_ps->init(o.seed ^ 0x4eadull);
   }
@@ -158,63 +158,66 @@ Model make_backbone(const Options& o, std::int32_t vocab_size) {
 }
 
 // Rows of a (R, S, C) tensor as their own (n, S, C) view.
-View rows(const Tensor<cpu, float>& t, index_t first, index_t n) {
-  return View(t.data() + first * t.dim(1) * t.dim(2), Shape{n, t.dim(1), t.dim(2)});
+template <class B>
+TensorView<B, float> rows(const Tensor<B, float>& t, index_t first, index_t n) {
+  return TensorView<B, float>(t.data() + first * t.dim(1) * t.dim(2), Shape{n, t.dim(1), t.dim(2)});
 }
-
-using Attention = nn::NegativeMiningAttention<cpu, float>;
 
 // Query rows [q0, q0 + n) of a batch attending over the states of their
 // anchors (rows anchor[k] < A of the same batch), through the shared attention layer.
+template <class B>
 struct PairSet {
+  using Attention = nn::NegativeMiningAttention<B, float>;
   index_t q0 = 0;
-  Tensor<cpu, std::int32_t> anchor;
-  Tensor<cpu, float> kv, dkv, out, zeros, dprobs;
-  Tensor<cpu, std::uint8_t> kv_valid;
-  Attention::Cache c;
+  Tensor<B, std::int32_t> anchor;
+  Tensor<B, float> kv, dkv, out, zeros, dprobs;
+  Tensor<B, std::uint8_t> kv_valid;
+  typename Attention::Cache c;
 
   index_t size() const { return anchor.numel(); }
-  void forward(const Attention& attn, const Tensor<cpu, float>& H, const Tensor<cpu, std::uint8_t>& valid, index_t A, index_t first,
+  void forward(const Attention& attn, const Tensor<B, float>& H, const Tensor<B, std::uint8_t>& valid, index_t A, index_t first,
                const std::vector<std::int32_t>& anchor_of) {
     const index_t n = static_cast<index_t>(anchor_of.size()), S = H.dim(1), C = H.dim(2);
     q0 = first;
     anchor.resize(Shape{n});
-    std::copy(anchor_of.begin(), anchor_of.end(), anchor.data());
+    upload(anchor_of.data(), anchor.view());
     kv.resize(Shape{n, S, C});
-    ops<cpu>::gather<float>(CView(H.data(), Shape{A, S * C}), anchor.cview(), kv.view().reshape(Shape{n, S * C}));
+    ops<B>::gather(ConstView<B, float>(H.data(), Shape{A, S * C}), anchor.cview(), kv.view().reshape(Shape{n, S * C}));
     kv_valid.resize(Shape{n, S});
-    for (index_t k = 0; k < n; ++k) std::copy(valid.data() + anchor_of[static_cast<std::size_t>(k)] * S,
-                                              valid.data() + (anchor_of[static_cast<std::size_t>(k)] + 1) * S, kv_valid.data() + k * S);
+    ops<B>::gather(ConstView<B, std::uint8_t>(valid.data(), Shape{A, S}), anchor.cview(), kv_valid.view());
     out.resize(Shape{n, S, C});
     attn.forward(rows(H, q0, n), kv.cview(), kv_valid.cview(), out.view(), c);
     dprobs.resize(c.probs.shape());
   }
-  ConstView<cpu, std::uint8_t> q_valid(const Tensor<cpu, std::uint8_t>& valid) const {
-    return ConstView<cpu, std::uint8_t>(valid.data() + q0 * valid.dim(1), Shape{size(), valid.dim(1)});
+  ConstView<B, std::uint8_t> q_valid(const Tensor<B, std::uint8_t>& valid) const {
+    return ConstView<B, std::uint8_t>(valid.data() + q0 * valid.dim(1), Shape{size(), valid.dim(1)});
   }
   // The loss's gradient (in dprobs) into the query rows of dH (written) and the anchor rows (added).
-  void backward(const Attention& attn, const Tensor<cpu, float>& H, Tensor<cpu, float>& dH, index_t A) {
+  void backward(const Attention& attn, const Tensor<B, float>& H, Tensor<B, float>& dH, index_t A) {
     const index_t n = size(), S = H.dim(1), C = H.dim(2);
     zeros.resize(kv.shape());
-    ops<cpu>::fill(zeros.view(), 0.0f);
+    ops<B>::fill(zeros.view(), 0.0f);
     dkv.resize(kv.shape());
-    ops<cpu>::fill(dkv.view(), 0.0f);
+    ops<B>::fill(dkv.view(), 0.0f);
     attn.backward(rows(H, q0, n), kv.cview(), zeros.cview(), rows(dH, q0, n), dkv.view(), c, dprobs.cview());
-    ops<cpu>::scatter_add<float>(anchor.cview(), dkv.cview().reshape(Shape{n, S * C}), View(dH.data(), Shape{A, S * C}));
+    ops<B>::scatter_add(anchor.cview(), dkv.cview().reshape(Shape{n, S * C}), TensorView<B, float>(dH.data(), Shape{A, S * C}));
   }
 };
 
 // Working memory of one step.
 template <class Model>
 struct Work {
+  using B = typename Model::backend;
   typename Model::Cache enc;
-  Tensor<cpu, std::int32_t> ids, labels;
-  Tensor<cpu, std::uint8_t> valid;
-  Tensor<cpu, float> H, dH, out, dout, pooled, dpooled, logits;
-  nn::MeanPool<cpu, float>::Cache pool;
-  nn::ReadoutHead<cpu, float>::Cache head;
-  Attention::Cache self;
-  PairSet neg, pos;
+  Tensor<B, std::int32_t> ids, labels;
+  Tensor<B, std::uint8_t> valid;
+  Tensor<B, float> H, dH, out, dout, pooled, dpooled, logits;
+  typename nn::MeanPool<B, float>::Cache pool;
+  typename nn::ReadoutHead<B, float>::Cache head;
+  typename nn::NegativeMiningAttention<B, float>::Cache self;
+  PairSet<B> neg, pos;
+  std::vector<float> host_logits;
+  std::vector<std::int32_t> host_labels;
 };
 
 struct StepResult {
@@ -228,6 +231,7 @@ template <class Model>
 StepResult step(const Classifier<Model>& m, Work<Model>& w, const Dataset& d, const std::vector<index_t>& anchors,
                 const std::vector<std::vector<index_t>>& negatives, const std::vector<index_t>& positives, const Options& o, bool train,
                 std::int32_t pad) {
+  using B = typename Model::backend;
   const index_t A = static_cast<index_t>(anchors.size());
   std::vector<index_t> list = anchors;
   std::vector<std::int32_t> neg_of, pos_of, pos_row;  // anchor of each negative / positive row; positive row of each anchor
@@ -239,12 +243,12 @@ StepResult step(const Classifier<Model>& m, Work<Model>& w, const Dataset& d, co
       pos_row[static_cast<std::size_t>(a)] = static_cast<std::int32_t>(pos_of.size());
       list.push_back(positives[static_cast<std::size_t>(a)]), pos_of.push_back(static_cast<std::int32_t>(a));
     }
-  samplers::pad_rows<cpu>(d.tokens, list, pad, w.ids, w.valid);
+  samplers::pad_rows<B>(d.tokens, list, pad, w.ids, w.valid);
   const index_t S = w.ids.dim(1), C = m.backbone.config().d_model, K = static_cast<index_t>(d.class_names.size());
   w.H.resize(Shape{w.ids.dim(0), S, C});
   m.backbone.encode(w.ids.cview(), w.valid.cview(), w.H.view(), w.enc);
   const auto Ha = rows(w.H, 0, A);
-  const ConstView<cpu, std::uint8_t> va(w.valid.data(), Shape{A, S});
+  const ConstView<B, std::uint8_t> va(w.valid.data(), Shape{A, S});
   w.out.resize(Shape{A, S, C});
   m.attn.forward(Ha, Ha, va, w.out.view(), w.self);
   w.pooled.resize(Shape{A, C});
@@ -253,14 +257,18 @@ StepResult step(const Classifier<Model>& m, Work<Model>& w, const Dataset& d, co
   m.head.forward(w.pooled.cview(), w.logits.view(), w.head);
 
   StepResult r;
+  w.host_logits.resize(static_cast<std::size_t>(A * K));
+  download(w.logits.cview(), w.host_logits.data());
   for (index_t a = 0; a < A; ++a) {
-    const float* l = w.logits.data() + a * K;
+    const float* l = w.host_logits.data() + a * K;
     r.predicted.push_back(static_cast<std::int32_t>(std::max_element(l, l + K) - l));
   }
   w.labels.resize(Shape{A});
-  for (index_t a = 0; a < A; ++a) w.labels.data()[a] = d.labels[static_cast<std::size_t>(anchors[static_cast<std::size_t>(a)])];
-  const objectives::CrossEntropy<cpu, float> ce;
-  r.sup = ce(w.logits.cview(), w.labels.cview(), train ? w.logits.view() : View{}).loss;  // logits become d loss / d logits
+  w.host_labels.clear();
+  for (index_t a = 0; a < A; ++a) w.host_labels.push_back(d.labels[static_cast<std::size_t>(anchors[static_cast<std::size_t>(a)])]);
+  upload(w.host_labels.data(), w.labels.view());
+  const objectives::CrossEntropy<B, float> ce;
+  r.sup = ce(w.logits.cview(), w.labels.cview(), train ? w.logits.view() : TensorView<B, float>{}).loss;  // logits become d loss / d logits
   if (!neg_of.empty()) {
     w.neg.forward(m.attn, w.H, w.valid, A, A, neg_of);
     if (o.loss == "entropy-hinge") {
@@ -271,14 +279,14 @@ StepResult step(const Classifier<Model>& m, Work<Model>& w, const Dataset& d, co
         PLM_CHECK(pos_row[static_cast<std::size_t>(a)] >= 0, "entropy-hinge: anchor ", a, " has negatives but no positive");
         anchor_of.push_back(pos_row[static_cast<std::size_t>(a)]);
       }
-      r.nm = objectives::entropy_hinge<cpu, float>(w.pos.c.probs.cview(), w.pos.q_valid(w.valid), w.pos.kv_valid.cview(), w.neg.c.probs.cview(),
+      r.nm = objectives::entropy_hinge<B, float>(w.pos.c.probs.cview(), w.pos.q_valid(w.valid), w.pos.kv_valid.cview(), w.neg.c.probs.cview(),
                                                    w.neg.q_valid(w.valid), w.neg.kv_valid.cview(), anchor_of, o.margin, o.lambda,
                                                    w.pos.dprobs.view(), w.neg.dprobs.view());
     } else {
       const auto dist = o.loss == "squared" ? objectives::UniformDistance::squared
                         : o.loss == "l1"    ? objectives::UniformDistance::l1
                                             : objectives::UniformDistance::kl;
-      r.nm = objectives::attention_to_uniform<cpu, float>(w.neg.c.probs.cview(), w.neg.q_valid(w.valid), w.neg.kv_valid.cview(), dist,
+      r.nm = objectives::attention_to_uniform<B, float>(w.neg.c.probs.cview(), w.neg.q_valid(w.valid), w.neg.kv_valid.cview(), dist,
                                                           o.lambda, w.neg.dprobs.view());
     }
   }
@@ -289,7 +297,7 @@ StepResult step(const Classifier<Model>& m, Work<Model>& w, const Dataset& d, co
   w.dout.resize(w.out.shape());
   m.pool.backward(w.dpooled.cview(), w.dout.view(), w.pool);
   w.dH.resize(w.H.shape());
-  ops<cpu>::fill(w.dH.view(), 0.0f);
+  ops<B>::fill(w.dH.view(), 0.0f);
   m.attn.backward(Ha, Ha, w.dout.cview(), rows(w.dH, 0, A), rows(w.dH, 0, A), w.self);  // writes the anchor rows
   if (!neg_of.empty()) w.neg.backward(m.attn, w.H, w.dH, A);
   if (!neg_of.empty() && o.loss == "entropy-hinge") w.pos.backward(m.attn, w.H, w.dH, A);
@@ -330,7 +338,7 @@ Tensor<cpu, float> embed(const Classifier<Model>& m, Work<Model>& w, const Datas
     const std::vector<index_t> batch(proteins.begin() + static_cast<long>(s),
                                      proteins.begin() + static_cast<long>(std::min(proteins.size(), s + static_cast<std::size_t>(o.batch))));
     step(m, w, d, batch, {}, {}, o, false, pad);
-    std::copy(w.pooled.data(), w.pooled.data() + w.pooled.numel(), e.data() + static_cast<index_t>(s) * C);
+    download(w.pooled.cview(), e.data() + static_cast<index_t>(s) * C);
   }
   return e;
 }
@@ -360,12 +368,13 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const Dataset
   Classifier<Model> m(make_backbone<Model>(o, vocab.size()), K, o);
   auto& bb = m.backbone.params();
   auto& hp = *m.head_ps;
-  const optim::AdamW<cpu, float>::Options ao{0.9, 0.999, 1e-8, o.weight_decay};
-  optim::AdamW<cpu, float> head_opt(hp, ao);
-  std::unique_ptr<optim::AdamW<cpu, float>> bb_opt;
-  if (!o.freeze) bb_opt = std::make_unique<optim::AdamW<cpu, float>>(bb, ao);
+  using B = typename Model::backend;
+  const typename optim::AdamW<B, float>::Options ao{0.9, 0.999, 1e-8, o.weight_decay};
+  optim::AdamW<B, float> head_opt(hp, ao);
+  std::unique_ptr<optim::AdamW<B, float>> bb_opt;
+  if (!o.freeze) bb_opt = std::make_unique<optim::AdamW<B, float>>(bb, ao);
   // Checkpoints hold the backbone as parameters, and the head with both optimizers' moments as state tensors.
-  std::vector<io::NamedTensor<cpu, float>> state;
+  std::vector<io::NamedTensor<B, float>> state;
   for (index_t i = 0; i < hp.size(); ++i) state.push_back({"head." + hp.entry(i).name, hp.value(i)});
   for (auto& [name, v] : head_opt.state()) state.push_back({"head." + name, v});
   if (bb_opt)
@@ -555,6 +564,9 @@ int main(int argc, char** argv) {
   r->add_flag("--resume", o.resume, "continue from the checkpoints in --out");
   r->add_option("--seed", o.seed);
   r->add_option("--threads", o.threads, "CPU threads (0 = all)");
+  r->add_option("--device", o.device.device, "cpu or cuda (a checkpoint resumes on either)");
+  r->add_option("--gpu", o.device.gpu, "CUDA device index");
+  r->add_option("--gpu-math", o.device.math, "float GEMMs on the GPU: fp32, tf32 or bf16");
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
@@ -565,11 +577,13 @@ int main(int argc, char** argv) {
     PLM_CHECK(o.epochs > 0 && o.batch > 0 && o.patience > 0 && o.negatives > 0 && o.hard_pool > 0 && o.lambda >= 0,
               "--epochs, --batch, --patience, --negatives and --hard-pool must be positive, --lambda >= 0");
     PLM_CHECK(o.d_model % o.heads == 0, "--d-model ", o.d_model, " must be a multiple of --heads ", o.heads);
-    if (o.backbone.empty()) return run<nn::Ankh3Model<cpu, float>>(o);
-    const auto cfg = io::read_t5_config((fs::path(o.backbone) / "config.json").string());
-    if (cfg.feed_forward_proj == "gated-silu") return run<nn::Ankh3Model<cpu, float>>(o);
-    if (cfg.feed_forward_proj == "gated-gelu") return run<nn::AnkhModel<cpu, float>>(o);
-    PLM_FAIL(o.backbone, "/config.json: feed_forward_proj '", cfg.feed_forward_proj, "' is not an Ankh model (gated-gelu or gated-silu)");
+    const std::string ffn = o.backbone.empty() ? "gated-silu" : io::read_t5_config((fs::path(o.backbone) / "config.json").string()).feed_forward_proj;
+    return train::run_on_device(o.device, [&](auto backend) {
+      using B = decltype(backend);
+      if (ffn == "gated-silu") return run<nn::Ankh3Model<B, float>>(o);
+      if (ffn == "gated-gelu") return run<nn::AnkhModel<B, float>>(o);
+      PLM_FAIL(o.backbone, "/config.json: feed_forward_proj '", ffn, "' is not an Ankh model (gated-gelu or gated-silu)");
+    });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nnm_finetune: %s\n", e.what());
     return 1;
