@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ops_test_support.hpp"
 #include "plm/cuda.hpp"
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/attention_contrastive.hpp"
@@ -54,17 +55,9 @@ template <class T> Tensor<cpu, T> clone_host(ConstView<cpu, T> x) {
 
 // Largest |gpu - cpu| / max(1, |cpu|).
 template <class T> double rel_diff(ConstView<cpu, T> cpu_result, ConstView<cuda, T> gpu_result) {
-  REQUIRE(cpu_result.shape() == gpu_result.shape());
-  const Tensor<cpu, T> g = down<T>(gpu_result);
-  double w = 0;
-  for (index_t i = 0; i < g.numel(); ++i) {
-    const double a = static_cast<double>(g.data()[i]), b = static_cast<double>(cpu_result.data()[i]);
-    const double d = std::abs(a - b) / std::max(1.0, std::abs(b));
-    if (!(d <= w)) w = std::isnan(d) ? INFINITY : d;
-  }
-  return w;
+  return test::max_rel_diff<T, T>(down<T>(gpu_result), cpu_result);
 }
-template <class T> constexpr double tol() { return std::is_same_v<T, double> ? 1e-10 : 1e-5; }
+template <class T> constexpr double gpu_tol() { return std::is_same_v<T, double> ? 1e-10 : 1e-5; }
 
 #define CHECK_CLOSE(cpu_view, gpu_view, limit)                    \
   do {                                                            \
@@ -99,23 +92,23 @@ TEST_CASE_TEMPLATE("cuda: elementwise, broadcasts, sums, transpose", T, float, d
   Tensor<cpu, T> out(a.shape());
   Tensor<cuda, T> dout(a.shape());
   C::add<T>(a, b, out), G::add<T>(da, db, dout);
-  CHECK_CLOSE(out.cview(), dout.cview(), tol<T>());
+  CHECK_CLOSE(out.cview(), dout.cview(), gpu_tol<T>());
   C::sub<T>(a, b, out), G::sub<T>(da, db, dout);
-  CHECK_CLOSE(out.cview(), dout.cview(), tol<T>());
+  CHECK_CLOSE(out.cview(), dout.cview(), gpu_tol<T>());
   C::mul<T>(a, b, out), G::mul<T>(da, db, dout);
-  CHECK_CLOSE(out.cview(), dout.cview(), tol<T>());
+  CHECK_CLOSE(out.cview(), dout.cview(), gpu_tol<T>());
   C::scale<T>(a, T(-1.5), out), G::scale<T>(da, T(-1.5), dout);
-  CHECK_CLOSE(out.cview(), dout.cview(), tol<T>());
+  CHECK_CLOSE(out.cview(), dout.cview(), gpu_tol<T>());
   C::axpy<T>(T(0.25), b, out), G::axpy<T>(T(0.25), db, dout);
-  CHECK_CLOSE(out.cview(), dout.cview(), tol<T>());
+  CHECK_CLOSE(out.cview(), dout.cview(), gpu_tol<T>());
   C::add_row<T>(a, row, out), G::add_row<T>(da, drow, dout);
-  CHECK_CLOSE(out.cview(), dout.cview(), tol<T>());
+  CHECK_CLOSE(out.cview(), dout.cview(), gpu_tol<T>());
   C::mul_row<T>(a, row, out), G::mul_row<T>(da, drow, dout);
-  CHECK_CLOSE(out.cview(), dout.cview(), tol<T>());
+  CHECK_CLOSE(out.cview(), dout.cview(), gpu_tol<T>());
   auto acc = clone_host<T>(row);
   auto dacc = up<T>(row);
   C::sum_rows<T>(a, acc, T(0.5)), G::sum_rows<T>(da, dacc, T(0.5));
-  CHECK_CLOSE(acc.cview(), dacc.cview(), tol<T>());
+  CHECK_CLOSE(acc.cview(), dacc.cview(), gpu_tol<T>());
   C::fill<T>(out, T(2.5)), G::fill<T>(dout, T(2.5));
   CHECK_CLOSE(out.cview(), dout.cview(), 0.0);
   auto x4 = host_random<T>(Shape{2, 3, 4, 5}, 4);
@@ -164,12 +157,12 @@ TEST_CASE_TEMPLATE("cuda: GEMM in every transpose, batched and broadcast", T, fl
       C::matmul<T>(a, ta, b, tb, c, T(0.5), T(2));
       G::matmul<T>(up<T>(a).cview(), ta, up<T>(b).cview(), tb, dc, T(0.5), T(2));
       INFO("trans_a ", ta, " trans_b ", tb);
-      CHECK_CLOSE(c.cview(), dc.cview(), tol<T>() * 10);
+      CHECK_CLOSE(c.cview(), dc.cview(), gpu_tol<T>() * 10);
       // rank-2 b broadcast over the batch
       auto w = host_random<T>(tb ? Shape{N, K} : Shape{K, N}, 16);
       C::matmul<T>(a, ta, w, tb, c);
       G::matmul<T>(up<T>(a).cview(), ta, up<T>(w).cview(), tb, dc);
-      CHECK_CLOSE(c.cview(), dc.cview(), tol<T>() * 10);
+      CHECK_CLOSE(c.cview(), dc.cview(), gpu_tol<T>() * 10);
     }
 }
 
@@ -218,7 +211,7 @@ TEST_CASE_TEMPLATE("cuda: masked softmax with bias, padding and causal rule, and
     C::masked_softmax<T>(s, p, hm);
     G::masked_softmax<T>(ds, dp, gm);
     INFO("variant ", variant);
-    CHECK_CLOSE(p.cview(), dp.cview(), tol<T>());
+    CHECK_CLOSE(p.cview(), dp.cview(), gpu_tol<T>());
     auto dy = host_random<T>(s.shape(), 33);
     Tensor<cpu, T> g(s.shape()), gb(Shape{H, Tq, Tk}), gbf(s.shape());
     Tensor<cuda, T> dg(s.shape());
@@ -226,9 +219,9 @@ TEST_CASE_TEMPLATE("cuda: masked softmax with bias, padding and causal rule, and
     gb = clone_host<T>(shared_bias), gbf = clone_host<T>(full_bias);  // backward adds into dbias
     C::masked_softmax_backward<T>(p, dy, g, T(0.7), variant == 1 ? gbf.view() : gb.view());
     G::masked_softmax_backward<T>(dp, up<T>(dy).cview(), dg, T(0.7), variant == 1 ? dgbf.view() : dgb.view());
-    CHECK_CLOSE(g.cview(), dg.cview(), tol<T>());
-    CHECK_CLOSE(gb.cview(), dgb.cview(), tol<T>());
-    CHECK_CLOSE(gbf.cview(), dgbf.cview(), tol<T>());
+    CHECK_CLOSE(g.cview(), dg.cview(), gpu_tol<T>());
+    CHECK_CLOSE(gb.cview(), dgb.cview(), gpu_tol<T>());
+    CHECK_CLOSE(gbf.cview(), dgbf.cview(), gpu_tol<T>());
   }
 }
 
@@ -241,25 +234,25 @@ TEST_CASE_TEMPLATE("cuda: RMS norm, layer norm, activations and their backward",
   Tensor<cuda, T> gy(x.shape()), ginv(Shape{R}), gmean(Shape{R}), gdx(x.shape());
   C::rms_norm<T>(x, w, T(1e-6), y, inv);
   G::rms_norm<T>(dx_, dw_, T(1e-6), gy, ginv);
-  CHECK_CLOSE(y.cview(), gy.cview(), tol<T>());
-  CHECK_CLOSE(inv.cview(), ginv.cview(), tol<T>());
+  CHECK_CLOSE(y.cview(), gy.cview(), gpu_tol<T>());
+  CHECK_CLOSE(inv.cview(), ginv.cview(), gpu_tol<T>());
   auto gw = clone_host<T>(w);
   auto dgw = up<T>(w);
   C::rms_norm_backward<T>(x, w, inv, dy, dx, gw);
   G::rms_norm_backward<T>(dx_, dw_, ginv, ddy, gdx, dgw);
-  CHECK_CLOSE(dx.cview(), gdx.cview(), tol<T>());
-  CHECK_CLOSE(gw.cview(), dgw.cview(), tol<T>());
+  CHECK_CLOSE(dx.cview(), gdx.cview(), gpu_tol<T>());
+  CHECK_CLOSE(gw.cview(), dgw.cview(), gpu_tol<T>());
   C::layer_norm<T>(x, w, bias, T(1e-5), y, mean, inv);
   G::layer_norm<T>(dx_, dw_, db_, T(1e-5), gy, gmean, ginv);
-  CHECK_CLOSE(y.cview(), gy.cview(), tol<T>());
-  CHECK_CLOSE(mean.cview(), gmean.cview(), tol<T>());
+  CHECK_CLOSE(y.cview(), gy.cview(), gpu_tol<T>());
+  CHECK_CLOSE(mean.cview(), gmean.cview(), gpu_tol<T>());
   auto gbias = clone_host<T>(bias);
   auto dgbias = up<T>(bias);
   C::layer_norm_backward<T>(x, w, mean, inv, dy, dx, gw, gbias);
   G::layer_norm_backward<T>(dx_, dw_, gmean, ginv, ddy, gdx, dgw, dgbias);
-  CHECK_CLOSE(dx.cview(), gdx.cview(), tol<T>());
-  CHECK_CLOSE(gw.cview(), dgw.cview(), tol<T>());
-  CHECK_CLOSE(gbias.cview(), dgbias.cview(), tol<T>());
+  CHECK_CLOSE(dx.cview(), gdx.cview(), gpu_tol<T>());
+  CHECK_CLOSE(gw.cview(), dgw.cview(), gpu_tol<T>());
+  CHECK_CLOSE(gbias.cview(), dgbias.cview(), gpu_tol<T>());
   auto xa = host_random<T>(Shape{1000}, 44, -6, 6);
   xa.data()[0] = T(0);
   auto dya = host_random<T>(Shape{1000}, 45);
@@ -267,13 +260,13 @@ TEST_CASE_TEMPLATE("cuda: RMS norm, layer norm, activations and their backward",
   Tensor<cpu, T> ya(Shape{1000});
   Tensor<cuda, T> gya(Shape{1000});
   C::gelu<T>(xa, ya), G::gelu<T>(gxa, gya);
-  CHECK_CLOSE(ya.cview(), gya.cview(), tol<T>());
+  CHECK_CLOSE(ya.cview(), gya.cview(), gpu_tol<T>());
   C::gelu_backward<T>(xa, dya, ya), G::gelu_backward<T>(gxa, gdya, gya);
-  CHECK_CLOSE(ya.cview(), gya.cview(), tol<T>());
+  CHECK_CLOSE(ya.cview(), gya.cview(), gpu_tol<T>());
   C::silu<T>(xa, ya), G::silu<T>(gxa, gya);
-  CHECK_CLOSE(ya.cview(), gya.cview(), tol<T>());
+  CHECK_CLOSE(ya.cview(), gya.cview(), gpu_tol<T>());
   C::silu_backward<T>(xa, dya, ya), G::silu_backward<T>(gxa, gdya, gya);
-  CHECK_CLOSE(ya.cview(), gya.cview(), tol<T>());
+  CHECK_CLOSE(ya.cview(), gya.cview(), gpu_tol<T>());
   C::relu<T>(xa, ya), G::relu<T>(gxa, gya);
   CHECK_CLOSE(ya.cview(), gya.cview(), 0.0);
   C::relu_backward<T>(xa, dya, ya), G::relu_backward<T>(gxa, gdya, gya);
@@ -297,7 +290,7 @@ TEST_CASE_TEMPLATE("cuda: embedding gather and scatter-add, with the CPU's id er
   auto dtable = clone_host<T>(table);
   auto gdtable = up<T>(table);
   C::scatter_add<T>(ids, drows, dtable), G::scatter_add<T>(gids, up<T>(drows).cview(), gdtable);
-  CHECK_CLOSE(dtable.cview(), gdtable.cview(), tol<T>());
+  CHECK_CLOSE(dtable.cview(), gdtable.cview(), gpu_tol<T>());
   ids.data()[13] = 12;
   auto bad = up<std::int32_t>(ids);
   const std::string ec = error_of([&] { C::gather<T>(table, ids, rows); });
@@ -348,8 +341,8 @@ TEST_CASE_TEMPLATE("cuda: reductions, dropout masks, cross-entropy", T, float, d
     CHECK(gs.correct == hs.correct);
     CHECK(gs.loss == doctest::Approx(hs.loss).epsilon(1e-6));
     CHECK(gs.nll == doctest::Approx(hs.nll).epsilon(1e-6));
-    CHECK_CLOSE(g.cview(), gg.cview(), tol<T>());
-    CHECK_CLOSE(rl.cview(), grl.cview(), tol<T>());
+    CHECK_CLOSE(g.cview(), gg.cview(), gpu_tol<T>());
+    CHECK_CLOSE(rl.cview(), grl.cview(), gpu_tol<T>());
     CHECK_CLOSE(rc.cview(), grc.cview(), 0.0);
   }
   tg.data()[4] = V + 3;
@@ -363,9 +356,9 @@ TEST_CASE_TEMPLATE("cuda: AdamW and Adafactor steps", T, float, double) {
   auto gp = up<T>(p), gg = up<T>(g), gm = up<T>(m), gv = up<T>(v);
   C::adamw_update<T>(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.01, 0.19, 0.002);
   G::adamw_update<T>(gp, gg, gm, gv, 1e-3, 0.9, 0.999, 1e-8, 0.01, 0.19, 0.002);
-  CHECK_CLOSE(p.cview(), gp.cview(), tol<T>());
-  CHECK_CLOSE(m.cview(), gm.cview(), tol<T>());
-  CHECK_CLOSE(v.cview(), gv.cview(), tol<T>());
+  CHECK_CLOSE(p.cview(), gp.cview(), gpu_tol<T>());
+  CHECK_CLOSE(m.cview(), gm.cview(), gpu_tol<T>());
+  CHECK_CLOSE(v.cview(), gv.cview(), gpu_tol<T>());
   for (int factored = 0; factored < 2; ++factored) {
     Tensor<cpu, T> row(factored ? Shape{12} : Shape{240}), col(Shape{20}), mom(Shape{12, 20}), scratch(Shape{12, 20});
     C::fill<T>(row, T(0)), C::fill<T>(col, T(0)), C::fill<T>(mom, T(0));
@@ -378,9 +371,9 @@ TEST_CASE_TEMPLATE("cuda: AdamW and Adafactor steps", T, float, double) {
                              0.01);
     }
     INFO("factored ", factored);
-    CHECK_CLOSE(p.cview(), gp.cview(), tol<T>() * 10);
-    CHECK_CLOSE(row.cview(), grow.cview(), tol<T>() * 10);
-    CHECK_CLOSE(mom.cview(), gmom.cview(), tol<T>() * 10);
+    CHECK_CLOSE(p.cview(), gp.cview(), gpu_tol<T>() * 10);
+    CHECK_CLOSE(row.cview(), grow.cview(), gpu_tol<T>() * 10);
+    CHECK_CLOSE(mom.cview(), gmom.cview(), gpu_tol<T>() * 10);
   }
 }
 
