@@ -49,7 +49,7 @@ struct CudaContext::Impl {
   CudaMemoryStats stats;
   // Scratch owned by the context, grown on demand, one per purpose so that
   // one op's scratch never overlaps another's within a call.
-  enum Slot { reduce_slot, gemm_a_slot, gemm_b_slot, rows_slot, flag_slot, slot_count };
+  enum Slot { reduce_slot, gemm_a_slot, gemm_b_slot, rows_slot, flag_slot, columns_slot, slot_count };
   void* scratch[slot_count] = {};
   std::size_t scratch_bytes[slot_count] = {};
   void* host_pinned = nullptr;  // 64 bytes for read-backs

@@ -1,6 +1,7 @@
 #pragma once
 // Elementwise kernels, row broadcasts, column sums, the (1, 2) transpose,
 // activations and dropout: each reads and writes every element once.
+#include "plm/backend/cuda/column_sums.cuh"
 #include "plm/backend/cuda/common.cuh"
 #include "plm/core/philox.hpp"
 
@@ -60,18 +61,13 @@ template <class T> void row_broadcast(RowOp op, const T* x, const T* row, T* out
   check_launch("row_broadcast");
 }
 
-// One thread per column, rows in order: the same sum order as ops<cpu>.
-template <class T> __global__ void sum_rows_kernel(const T* x, T* out, index_t rows, index_t cols, T beta) {
-  PLM_GRID_STRIDE(c, cols) {
-    T acc = beta == T(0) ? T(0) : beta * out[c];
-    for (index_t r = 0; r < rows; ++r) acc += x[r * cols + c];
-    out[c] = acc;
-  }
-}
+template <class T> struct RowEntry {
+  const T* x;
+  index_t cols;
+  __device__ T operator()(index_t r, index_t c) const { return x[r * cols + c]; }
+};
 template <class T> void sum_rows(const T* x, T* out, index_t rows, index_t cols, T beta) {
-  if (cols == 0) return;
-  sum_rows_kernel<<<blocks_for(cols, 128), 128, 0, stream()>>>(x, out, rows, cols, beta);
-  check_launch("sum_rows");
+  column_sums<T>(rows, cols, RowEntry<T>{x, cols}, ScaleAdd<T>{out, beta}, "sum_rows");
 }
 
 // out (A, C, B, D) from x (A, B, C, D); consecutive threads write consecutive d.

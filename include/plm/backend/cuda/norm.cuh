@@ -1,7 +1,7 @@
 #pragma once
 // RMS norm and layer norm: one block per row, statistics accumulated in
-// double as ops<cpu> does; weight gradients one thread per column, rows in
-// order, so they are deterministic and match the CPU's summation order.
+// double as ops<cpu> does; weight gradients by deterministic column sums.
+#include "plm/backend/cuda/column_sums.cuh"
 #include "plm/backend/cuda/common.cuh"
 
 namespace plm::detail::cu {
@@ -22,13 +22,11 @@ template <class T> void rms_norm(const T* x, const T* w, T eps, T* y, T* inv_rms
   check_launch("rms_norm");
 }
 
-template <class T> __global__ void rms_dweight_kernel(const T* x, const T* inv, const T* dy, T* dw, index_t rows, index_t C) {
-  PLM_GRID_STRIDE(c, C) {
-    T acc = dw[c];
-    for (index_t r = 0; r < rows; ++r) acc += dy[r * C + c] * x[r * C + c] * inv[r];
-    dw[c] = acc;
-  }
-}
+template <class T> struct RmsWeightTerm {  // dy * xhat
+  const T *x, *inv, *dy;
+  index_t C;
+  __device__ T operator()(index_t r, index_t c) const { return dy[r * C + c] * x[r * C + c] * inv[r]; }
+};
 template <class T> __global__ void rms_dx_kernel(const T* x, const T* w, const T* inv_rms, const T* dy, T* dx, index_t C) {
   const index_t r = blockIdx.x;
   const T *xr = x + r * C, *dyr = dy + r * C;
@@ -43,8 +41,7 @@ template <class T>
 void rms_norm_backward(const T* x, const T* w, const T* inv_rms, const T* dy, T* dx, T* dw, index_t rows, index_t C) {
   if (rows == 0) return;
   // dweight first: dx may alias dy.
-  rms_dweight_kernel<<<blocks_for(C, 128), 128, 0, stream()>>>(x, inv_rms, dy, dw, rows, C);
-  check_launch("rms_norm_backward (dweight)");
+  column_sums<T>(rows, C, RmsWeightTerm<T>{x, inv_rms, dy, C}, AddInto<T>{dw}, "rms_norm_backward (dweight)");
   rms_dx_kernel<<<static_cast<unsigned>(rows), row_threads(C), 0, stream()>>>(x, w, inv_rms, dy, dx, C);
   check_launch("rms_norm_backward (dx)");
 }
@@ -72,19 +69,16 @@ template <class T> void layer_norm(const T* x, const T* w, const T* b, T eps, T*
   check_launch("layer_norm");
 }
 
-template <class T>
-__global__ void ln_dparams_kernel(const T* x, const T* mean, const T* rstd, const T* dy, T* dw, T* db, index_t rows, index_t C) {
-  PLM_GRID_STRIDE(c, C) {
-    T aw = dw[c], ab = db[c];
-    for (index_t r = 0; r < rows; ++r) {
-      const T g = dy[r * C + c];
-      aw += g * (x[r * C + c] - mean[r]) * rstd[r];
-      ab += g;
-    }
-    dw[c] = aw;
-    db[c] = ab;
-  }
-}
+template <class T> struct LnWeightTerm {  // dy * xhat
+  const T *x, *mean, *rstd, *dy;
+  index_t C;
+  __device__ T operator()(index_t r, index_t c) const { return dy[r * C + c] * (x[r * C + c] - mean[r]) * rstd[r]; }
+};
+template <class T> struct LnBiasTerm {  // dy
+  const T* dy;
+  index_t C;
+  __device__ T operator()(index_t r, index_t c) const { return dy[r * C + c]; }
+};
 template <class T> __global__ void ln_dx_kernel(const T* x, const T* w, const T* mean, const T* rstd, const T* dy, T* dx, index_t C) {
   const index_t r = blockIdx.x;
   const T *xr = x + r * C, *dyr = dy + r * C;
@@ -103,8 +97,8 @@ template <class T> __global__ void ln_dx_kernel(const T* x, const T* w, const T*
 template <class T>
 void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, const T* dy, T* dx, T* dw, T* db, index_t rows, index_t C) {
   if (rows == 0) return;
-  ln_dparams_kernel<<<blocks_for(C, 128), 128, 0, stream()>>>(x, mean, rstd, dy, dw, db, rows, C);
-  check_launch("layer_norm_backward (dweight, dbias)");
+  column_sums<T>(rows, C, LnWeightTerm<T>{x, mean, rstd, dy, C}, AddInto<T>{dw}, "layer_norm_backward (dweight)");
+  column_sums<T>(rows, C, LnBiasTerm<T>{dy, C}, AddInto<T>{db}, "layer_norm_backward (dbias)");
   ln_dx_kernel<<<static_cast<unsigned>(rows), row_threads(C), 0, stream()>>>(x, w, mean, rstd, dy, dx, C);
   check_launch("layer_norm_backward (dx)");
 }

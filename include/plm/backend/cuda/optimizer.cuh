@@ -2,6 +2,7 @@
 // Optimizer steps as fused kernels: AdamW in one pass; Adafactor as row and
 // column moment updates, the scaled update, its RMS (a deterministic
 // reduction kept on the device) and the step, with no host round trip.
+#include "plm/backend/cuda/column_sums.cuh"
 #include "plm/backend/cuda/common.cuh"
 #include "plm/backend/cuda/reduce.cuh"
 
@@ -36,13 +37,17 @@ template <class T> __global__ void adafactor_rows_kernel(const T* g, T* vr, inde
   s = block_reduce(s, SumOp{}, 0.0);
   if (threadIdx.x == 0) vr[r] = static_cast<T>(b * double(vr[r]) + (1 - b) * s / double(C));
 }
-template <class T> __global__ void adafactor_cols_kernel(const T* g, T* vc, index_t R, index_t C, double b, double eps1) {
-  PLM_GRID_STRIDE(c, C) {
-    double s = 0;
-    for (index_t r = 0; r < R; ++r) s += double(g[r * C + c]) * double(g[r * C + c]) + eps1;
-    vc[c] = static_cast<T>(b * double(vc[c]) + (1 - b) * s / double(R));
-  }
-}
+template <class T> struct SquarePlusEps {  // g^2 + eps1, in double
+  const T* g;
+  index_t C;
+  double eps1;
+  __device__ double operator()(index_t r, index_t c) const { return double(g[r * C + c]) * double(g[r * C + c]) + eps1; }
+};
+template <class T> struct RunningColumnMean {  // vc = b vc + (1 - b) sum / R
+  T* vc;
+  double b, R;
+  __device__ void operator()(index_t c, double s) const { vc[c] = static_cast<T>(b * double(vc[c]) + (1 - b) * s / R); }
+};
 // u = g / sqrt(row x col / mean(row)); row_sum holds sum(row) on the device.
 template <class T> __global__ void adafactor_factored_u_kernel(const T* g, const T* vr, const T* vc, const double* row_sum, T* u, index_t R, index_t C) {
   const double row_mean = *row_sum / double(R);
@@ -84,8 +89,8 @@ void adafactor(T* p, const T* g, T* row, T* col, T* m, T* scratch, index_t R, in
   if (col) {
     adafactor_rows_kernel<<<static_cast<unsigned>(R), row_threads(C), 0, cx.stream>>>(g, row, C, beta2t, eps1);
     check_launch("adafactor_update (row moments)");
-    adafactor_cols_kernel<<<blocks_for(C, 128), 128, 0, cx.stream>>>(g, col, R, C, beta2t, eps1);
-    check_launch("adafactor_update (column moments)");
+    column_sums<double>(R, C, SquarePlusEps<T>{g, C, eps1}, RunningColumnMean<T>{col, beta2t, double(R)},
+                        "adafactor_update (column moments)");
     reduce_to_device(Reduce::sum, static_cast<const T*>(row), R, row_sum, buf);
     adafactor_factored_u_kernel<<<blocks_for(n), threads_per_block, 0, cx.stream>>>(g, row, col, row_sum, scratch, R, C);
     check_launch("adafactor_update (update)");
