@@ -144,9 +144,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-length", o.max_length, "longer proteins are an error");
   app.add_option("--token-budget", o.token_budget, "padded tokens per batch");
   app.add_option("--threads", o.threads, "CPU threads (0 = all)");
-  app.add_option("--device", o.device.device, "cpu or cuda");
-  app.add_option("--gpu", o.device.gpu, "CUDA device index");
-  app.add_option("--gpu-math", o.device.math, "float GEMMs on the GPU: fp32, tf32 or bf16");
+  train::add_device_options(app, o.device);
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);

@@ -497,9 +497,7 @@ int main(int argc, char** argv) {
   r->add_option("--checkpoint-every", o.checkpoint_every);
   r->add_option("--seed", o.seed);
   r->add_option("--threads", o.threads, "CPU threads (0 = all)");
-  r->add_option("--device", o.device.device, "cpu or cuda (a checkpoint resumes on either)");
-  r->add_option("--gpu", o.device.gpu, "CUDA device index");
-  r->add_option("--gpu-math", o.device.math, "float GEMMs on the GPU: fp32, tf32 or bf16 (fp32 accumulation)");
+  train::add_device_options(*r, o.device);
   CLI11_PARSE(app, argc, argv);
   try {
     return train::run_on_device(o.device, [&](auto backend) { return run<decltype(backend)>(o); });

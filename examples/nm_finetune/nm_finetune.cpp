@@ -564,9 +564,7 @@ int main(int argc, char** argv) {
   r->add_flag("--resume", o.resume, "continue from the checkpoints in --out");
   r->add_option("--seed", o.seed);
   r->add_option("--threads", o.threads, "CPU threads (0 = all)");
-  r->add_option("--device", o.device.device, "cpu or cuda (a checkpoint resumes on either)");
-  r->add_option("--gpu", o.device.gpu, "CUDA device index");
-  r->add_option("--gpu-math", o.device.math, "float GEMMs on the GPU: fp32, tf32 or bf16");
+  train::add_device_options(*r, o.device);
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);

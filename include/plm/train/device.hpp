@@ -1,7 +1,8 @@
 #pragma once
 // Choosing the backend at run time, for programs built for both.
 //
-//   train::DeviceOptions dev;                       // --device cpu|cuda, --gpu N, --gpu-math tf32|fp32|bf16
+//   train::DeviceOptions dev;
+//   train::add_device_options(cli, dev);            // --device cpu|cuda, --gpu N, --gpu-math tf32|fp32|bf16
 //   return train::run_on_device(dev, [&](auto backend) { return run<decltype(backend)>(opts); });
 //
 // With B = plm::cuda the callable runs inside a CudaContext for the chosen GPU.
@@ -23,6 +24,15 @@ struct DeviceOptions {
   int gpu = 0;                 // CUDA device index
   std::string math = "tf32";   // float GEMMs on the GPU: fp32, tf32 or bf16
 };
+
+// Adds --device, --gpu and --gpu-math to a command-line parser with CLI11's
+// add_option(name, variable, description) (a CLI::App or an option group).
+template <class App>
+void add_device_options(App& app, DeviceOptions& d) {
+  app.add_option("--device", d.device, "cpu or cuda (checkpoints resume on either)");
+  app.add_option("--gpu", d.gpu, "CUDA device index");
+  app.add_option("--gpu-math", d.math, "float GEMMs on the GPU: fp32, tf32 or bf16 (fp32 accumulation)");
+}
 
 // True when this program was built with the CUDA backend (a GPU may still be absent).
 inline constexpr bool built_with_cuda() {
