@@ -21,6 +21,7 @@ encoder input. Train plm on the same file for comparison:
 """
 import argparse, random, torch
 from transformers import T5Config, T5ForConditionalGeneration
+from ankh3_nlu import RESIDUE_IDS, nlu_example
 ap = argparse.ArgumentParser()
 ap.add_argument('--fasta', default='periodic.fasta', help='where the synthetic FASTA is written')
 ap.add_argument('--steps', type=int, default=800)
@@ -48,23 +49,12 @@ else:
 if args.steps == 0:
     raise SystemExit(0)
 torch.manual_seed(0); random.seed(0); torch.set_num_threads(args.threads)
-rid={c:7+i for i,c in enumerate('LAGSVERTIDPKNFQYHMCW')}  # plm's Ankh3 preset ids
 seqs=[]
 for l in open(args.fasta):
-    if l[0]!='>': seqs.append([rid[c] for c in l.strip()])
-NLU=3; EOS=1
+    if l[0]!='>': seqs.append([RESIDUE_IDS[c] for c in l.strip()])
 def example(s):
-    p=random.choice([0.1,0.2,0.3]); n=len(s)
-    noise=max(1,min(n-1,round(n*p))); spans=min(noise,n-noise)
-    # single-residue spans, T5 layout: clean runs first
-    def seg(items,k):
-        cuts=sorted(random.sample(range(1,items),k-1)); b=[0]+cuts+[items]; return [b[i+1]-b[i] for i in range(k)]
-    nl=seg(noise,spans); cl=seg(n-noise,spans)
-    inp=[NLU]; tgt=[]; pos=0
-    for k in range(spans):
-        inp+=s[pos:pos+cl[k]]; pos+=cl[k]; sent=255-k
-        inp.append(sent); tgt.append(sent); tgt+=s[pos:pos+nl[k]]; pos+=nl[k]
-    return inp+[EOS], tgt+[EOS]
+    inp,tgt,_=nlu_example(s,random.choice([0.1,0.2,0.3]),random)
+    return inp,tgt
 cfg=T5Config(vocab_size=256,d_model=128,d_kv=32,d_ff=320,num_heads=4,num_layers=4,num_decoder_layers=2,
              relative_attention_num_buckets=32,relative_attention_max_distance=128,feed_forward_proj='gated-silu',
              dropout_rate=0.0,tie_word_embeddings=False,decoder_start_token_id=0,pad_token_id=0,eos_token_id=1)

@@ -18,6 +18,7 @@ Needs torch and transformers (pip), like the other peer scripts.
 """
 import argparse, gzip, random, torch
 from transformers import T5ForConditionalGeneration
+from ankh3_nlu import RESIDUE_IDS, UNK, nlu_example
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--model', required=True, help='Hugging Face T5 directory written by ankh3_pretrain')
@@ -28,8 +29,6 @@ ap.add_argument('--max-length', type=int, default=128, help='longer proteins are
 ap.add_argument('--seed', type=int, default=5)
 args = ap.parse_args()
 
-rid = {c: 7 + i for i, c in enumerate('LAGSVERTIDPKNFQYHMCW')}  # plm's Ankh3 preset
-NLU, EOS, UNK = 3, 1, 2
 opener = gzip.open if args.fasta.endswith('.gz') else open
 seqs, cur = [], []
 with opener(args.fasta, 'rt') as f:
@@ -46,19 +45,9 @@ probs = [float(p) for p in args.mask_probs.split(',')]
 def example(s):
     if len(s) > args.max_length:
         st = rng.randint(0, len(s) - args.max_length); s = s[st:st + args.max_length]
-    ids = [rid.get(c, UNK) for c in s]
-    n = len(ids); noise = max(1, min(n - 1, round(n * rng.choice(probs)))); spans = min(noise, n - noise)
-    def seg(items, k):
-        cuts = sorted(rng.sample(range(1, items), k - 1)); b = [0] + cuts + [items]
-        return [b[i + 1] - b[i] for i in range(k)]
-    nl, cl = seg(noise, spans), seg(n - noise, spans)
-    if max(nl) > 1: raise SystemExit('masking probabilities above 0.5 give spans longer than one residue')
-    inp, tgt, where, pos = [NLU], [], [], 0
-    for k in range(spans):
-        inp += ids[pos:pos + cl[k]]; pos += cl[k]
-        where.append(len(inp)); inp.append(255 - k); tgt.append(255 - k)
-        tgt += ids[pos:pos + nl[k]]; pos += nl[k]
-    return inp + [EOS], tgt + [EOS], where
+    inp, tgt, where = nlu_example([RESIDUE_IDS.get(c, UNK) for c in s], rng.choice(probs), rng)
+    if len(tgt) != 2 * len(where) + 1: raise SystemExit('masking probabilities above 0.5 give spans longer than one residue')
+    return inp, tgt, where
 
 m = T5ForConditionalGeneration.from_pretrained(args.model, attn_implementation='eager').eval()
 right = total = 0; lengths = []; mass = {}

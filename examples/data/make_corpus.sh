@@ -120,6 +120,7 @@ if [[ -n "$labels" ]]; then
 fi
 
 export LC_ALL=C
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/make_corpus.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
@@ -173,20 +174,9 @@ n_dedup=$(wc -l < "$tmp/dedup.tsv")
 (( n_dedup > 0 )) || die "no sequences left after filtering"
 
 # 4. Deterministic selection: sort by a seeded integer hash of the accession
-#    (Lehmer/Park-Miller steps modulo 2^31-1, exact in double precision, so
-#    every awk gives the same numbers), ties broken by accession.
-awk -F'\t' -v seed="$seed" '
-  BEGIN {
-    M = 2147483647; A = 48271
-    chars = " !\"#$%&'"'"'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
-    for (i = 1; i <= length(chars); i++) code[substr(chars, i, 1)] = i + 31
-  }
-  {
-    s = seed ":" $1; h = 1
-    for (i = 1; i <= length(s); i++) h = (h * A + code[substr(s, i, 1)]) % M
-    for (r = 0; r < 4; r++) h = (h * A) % M
-    printf "%010d\t%s\n", h, $0
-  }' "$tmp/dedup.tsv" \
+#    (seeded_hash.awk), ties broken by accession.
+awk -F'\t' -v seed="$seed" "$(< "$here/seeded_hash.awk")"'
+  { printf "%s\t%s\n", seeded_hash(seed ":" $1), $0 }' "$tmp/dedup.tsv" \
   | sort -t $'\t' -k1,1 -k2,2 \
   | cut -f2- > "$tmp/order.tsv"
 

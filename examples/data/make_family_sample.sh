@@ -97,25 +97,15 @@ mmseqs easy-linclust "$tmp/all.fa" "$tmp/res" "$tmp/work" --min-seq-id "$identit
   --threads "$threads" > "$tmp/mmseqs.log" 2>&1 || { tail -n 20 "$tmp/mmseqs.log" >&2; die "mmseqs failed"; }
 sort -t $'\t' -k1,1 -k2,2 "$tmp/res_cluster.tsv" > "$tmp/clusters.tsv"   # representative, member
 
-# 3. Seeded selection (the hash of make_corpus.sh on "seed:c:REP" for
-#    families and "seed:m:ACC" for members, "seed:o:ACC" for the final order).
-hash='BEGIN {
-    M = 2147483647; A = 48271
-    chars = " !\"#$%&'"'"'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~"
-    for (i = 1; i <= length(chars); i++) code[substr(chars, i, 1)] = i + 31
-  }
-  function h(s,   i, x) {
-    x = 1
-    for (i = 1; i <= length(s); i++) x = (x * A + code[substr(s, i, 1)]) % M
-    for (i = 0; i < 4; i++) x = (x * A) % M
-    return sprintf("%010d", x)
-  }'
+# 3. Seeded selection (seeded_hash.awk on "seed:c:REP" for families and
+#    "seed:m:ACC" for members, "seed:o:ACC" for the final order).
+hash=$(< "$here/seeded_hash.awk")
 awk -F'\t' '{ n[$1]++ } END { for (r in n) print r "\t" n[r] }' "$tmp/clusters.tsv" | sort > "$tmp/sizes.tsv"
-awk -F'\t' -v s="$seed" -v m="$min_family" "$hash"' $2 >= m { print h(s ":c:" $1) "\t" $1 }' "$tmp/sizes.tsv" \
+awk -F'\t' -v s="$seed" -v m="$min_family" "$hash"' $2 >= m { print seeded_hash(s ":c:" $1) "\t" $1 }' "$tmp/sizes.tsv" \
   | sort | cut -f2 > "$tmp/family_order"
 n_fam=$(wc -l < "$tmp/family_order")
 (( n_fam > 0 )) || die "no family has $min_family or more members"
-awk -F'\t' -v s="$seed" "$hash"' { print $1 "\t" h(s ":m:" $2) "\t" $2 }' "$tmp/clusters.tsv" \
+awk -F'\t' -v s="$seed" "$hash"' { print $1 "\t" seeded_hash(s ":m:" $2) "\t" $2 }' "$tmp/clusters.tsv" \
   | sort -t $'\t' -k1,1 -k2,2 > "$tmp/members"
 # rank of the family, member; whole families until --count is reached.
 awk -F'\t' -v per="$per_family" 'NR == FNR { rank[$1] = NR; next } ($1 in rank) && taken[$1]++ < per { print rank[$1] "\t" $3 "\t" $1 }' \
@@ -127,7 +117,7 @@ n_used=$(cut -f2 "$tmp/sel.tsv" | sort -u | wc -l)
 
 # 4. Write in a seeded order (any prefix is a random subset of the families' members).
 awk -F'\t' 'NR == FNR { fam[$1] = $2; next } ($1 in fam) { print $1 "\t" fam[$1] "\t" $2 }' "$tmp/sel.tsv" "$tmp/all.tsv" \
-  | awk -F'\t' -v s="$seed" "$hash"' { print h(s ":o:" $1) "\t" $0 }' | sort -t $'\t' -k1,1 -k2,2 | cut -f2- > "$tmp/out.tsv"
+  | awk -F'\t' -v s="$seed" "$hash"' { print seeded_hash(s ":o:" $1) "\t" $0 }' | sort -t $'\t' -k1,1 -k2,2 | cut -f2- > "$tmp/out.tsv"
 awk -F'\t' '{ print ">" $1; for (i = 1; i <= length($3); i += 80) print substr($3, i, 80) }' "$tmp/out.tsv" \
   | gzip -n -9 > "$tmp/out.fasta.gz"
 mkdir -p "$(dirname "$out")"
