@@ -27,6 +27,17 @@ nn::T5Config tiny_config(index_t vocab) {
   return c;
 }
 
+// A random model whose next-token distributions are peaked (LM head std 1, as
+// transformers initialises it, instead of plm's d_model^-0.5): beams then
+// finish at different lengths and strategies disagree, which the tests need.
+template <class T>
+Model<T> peaked_model(index_t vocab, std::uint64_t seed) {
+  Model<T> m(tiny_config(vocab), seed);
+  auto w = m.params().value("lm_head.weight");
+  ops<cpu>::scale(ConstView<cpu, T>(w), static_cast<T>(std::sqrt(static_cast<double>(m.config().d_model))), w);
+  return m;
+}
+
 struct Source {
   Tensor<cpu, std::int32_t> ids;  // (B, S)
   Tensor<cpu, std::uint8_t> valid;  // (B, S); row b ends in b padding positions
@@ -187,7 +198,7 @@ TEST_CASE("sample_token frequencies converge to the renormalised softmax of the 
 
 TEST_CASE_TEMPLATE("generate(greedy) equals argmax over full teacher-forced forwards; eos and min_new_tokens", T, double, float) {
   const index_t V = 30, Bn = 3, S = 7;
-  Model<T> m(tiny_config(V), 11);
+  Model<T> m = peaked_model<T>(V, 11);
   const Source src = make_source(Bn, S, V, 5);
   GenerateOptions o;
   o.max_new_tokens = 10;
@@ -228,7 +239,7 @@ TEST_CASE_TEMPLATE("generate(greedy) equals argmax over full teacher-forced forw
 
 TEST_CASE_TEMPLATE("generate(sample): top_k 1 and a tiny top_p are greedy; seeds and streams", T, double, float) {
   const index_t V = 30, Bn = 3, S = 7;
-  Model<T> m(tiny_config(V), 12);
+  Model<T> m = peaked_model<T>(V, 12);
   const Source src = make_source(Bn, S, V, 6);
   GenerateOptions g;
   g.max_new_tokens = 9;
@@ -274,7 +285,7 @@ TEST_CASE_TEMPLATE("beam_search: width 1 is greedy; a beam as wide as the sequen
   // width 1, summed log-prob (length_penalty 0): HF's beam search reduces to greedy
   {
     const index_t V = 30, Bn = 3;
-    Model<T> m(tiny_config(V), 13);
+    Model<T> m = peaked_model<T>(V, 13);
     const Source src = make_source(Bn, 6, V, 7);
     GenerateOptions g;
     g.max_new_tokens = 8;
@@ -295,7 +306,7 @@ TEST_CASE_TEMPLATE("beam_search: width 1 is greedy; a beam as wide as the sequen
 
   // vocabulary 5, eos 1, 3 new tokens: 1 + 4 + 16 * 5 = 85 sequences (nothing after an eos)
   const index_t V = 5, Bn = 2, L = 3;
-  Model<T> m(tiny_config(V), 14);
+  Model<T> m = peaked_model<T>(V, 14);
   const Source src = make_source(Bn, 5, V, 8);
   std::vector<Tokens> all;
   for (std::int32_t a = 0; a < V; ++a) {
@@ -352,7 +363,7 @@ TEST_CASE_TEMPLATE("beam_search: width 1 is greedy; a beam as wide as the sequen
 
 TEST_CASE("beam_search with pruning: scores are the model's log-probabilities; min_new_tokens; num_return") {
   const index_t V = 30, Bn = 2;
-  Model<double> m(tiny_config(V), 15);
+  Model<double> m = peaked_model<double>(V, 15);
   const Source src = make_source(Bn, 6, V, 9);
   BeamOptions o;
   o.beam_width = 4, o.num_return = 4, o.max_new_tokens = 7, o.length_penalty = 1.0;
@@ -399,7 +410,7 @@ TEST_CASE("beam_search with pruning: scores are the model's log-probabilities; m
 }
 
 TEST_CASE("decoding options are validated by name") {
-  Model<double> m(tiny_config(12), 16);
+  Model<double> m = peaked_model<double>(12, 16);
   const Source src = make_source(2, 4, 12, 3);
   BeamOptions b;
   b.beam_width = 0;

@@ -147,6 +147,36 @@ TEST_CASE("checkpoints: save_t5 round trip, and missing / extra / mis-shaped ten
 
   // a model of the wrong type
   check_error([&] { io::load_t5<nn::AnkhModel<cpu, float>>(src); }, "feed_forward_proj 'gated-silu'");
+  // a backbone and a head in one caller-provided set: the backbone's part loads
+  // from the checkpoint, the head keeps its initial values, save_t5 writes the
+  // backbone alone
+  {
+    nn::ParameterSet<cpu, float> ps;
+    const nn::T5Config c = io::read_t5_dir_config(src);
+    nn::Ankh3Model<cpu, float> bb(ps, c);
+    const auto head = nn::add_param(ps, "head.weight", Shape{3, c.d_model}, 0.5);
+    ps.allocate();
+    ps.init(7);
+    CHECK(bb.param_range().begin == 0);
+    CHECK(bb.param_range().end == ps.size() - 1);
+    std::vector<float> head_before(static_cast<std::size_t>(head.value().numel()));
+    std::copy(head.value().data(), head.value().data() + head_before.size(), head_before.begin());
+    io::load_t5_weights(bb, src);
+    CHECK(std::memcmp(ps.values().data(), m.params().values().data(), sizeof(float) * m.params().numel()) == 0);
+    CHECK(std::equal(head_before.begin(), head_before.end(), head.value().data()));
+    io::save_t5(bb, (tmp / "shared_set").string());
+    auto back2 = io::load_t5<nn::Ankh3Model<cpu, float>>((tmp / "shared_set").string());  // no head tensor in the file
+    CHECK(back2.params().numel() == m.params().numel());
+    // the model type of a checkpoint directory, chosen from its config
+    const std::string chosen = io::with_t5_checkpoint_type<cpu>(src, [](auto tag) {
+      using Model = typename decltype(tag)::type;
+      return std::string(std::is_same_v<Model, nn::Ankh3Model<cpu, float>> ? "ankh3" : "other");
+    });
+    CHECK(chosen == "ankh3");
+    check_error([&] { io::with_t5_model_type<cpu>("relu", [](auto) { return 0; }, "x/config.json"); }, "x/config.json",
+                "feed_forward_proj 'relu'");
+  }
+
 
   // files derived from the good one, each broken in one way
   const io::SafetensorsReader good((fs::path(src) / "model.safetensors").string());

@@ -154,7 +154,7 @@ TEST_CASE("gradient: feed-forward blocks (gated gelu, gated silu, plain relu) an
     randomize(ps, 6);
     DT x = random_tensor<D>(Shape{2, 3, 5}, 1), y(x.shape()), r = random_tensor<D>(x.shape(), 2), dx(x.shape());
     typename FF::Cache c;
-    const DropoutKey key{42, 3};
+    const DropoutKey key = DropoutKey{42}.in_stack(DropoutStack::encoder).in_layer(3).in_block(DropoutBlock::feed_forward);
     auto loss = [&] {
       ff.forward(x, y, c, key);
       return dot<D>(y, r);
@@ -482,4 +482,45 @@ TEST_CASE("MultiTask objective: per-task means, weights, residue accuracy, fused
     CHECK(parts.tasks[k].loss == doctest::Approx(r.tasks[k].loss).epsilon(1e-12));
   }
   CHECK(parts.total == doctest::Approx(r.total).epsilon(1e-12));
+}
+
+TEST_CASE("dropout streams: every site of every layer has its own stream, at any depth") {
+  std::set<std::uint64_t> seen;
+  std::size_t sites = 0;
+  const DropoutKey root{5};
+  for (auto stack : {DropoutStack::encoder, DropoutStack::decoder}) {
+    const DropoutKey s = root.in_stack(stack);
+    for (auto site : {DropoutSite::embeddings, DropoutSite::output}) seen.insert(s.at(site).stream()), ++sites;
+    // layers 0..199 cover the old scheme's collision (encoder layer 64 vs decoder layer 0), and a very deep one
+    std::vector<std::uint64_t> layers;
+    for (std::uint64_t i = 0; i < 200; ++i) layers.push_back(i);
+    layers.push_back(DropoutKey::max_layers - 1);
+    for (std::uint64_t i : layers)
+      for (auto block : {DropoutBlock::self_attention, DropoutBlock::self_attention_residual, DropoutBlock::cross_attention,
+                         DropoutBlock::cross_attention_residual, DropoutBlock::feed_forward, DropoutBlock::feed_forward_residual})
+        seen.insert(s.in_layer(i).in_block(block).stream()), ++sites;
+  }
+  CHECK(seen.size() == sites);
+  check_error([&] { root.in_layer(DropoutKey::max_layers); }, "DropoutKey: layer");
+  nn::T5Config c = nn::T5Config::ankh3_tiny();
+  c.num_layers = nn::T5Config::max_layers;
+  check_error([&] { c.validate(); }, "T5Config: num_layers");
+}
+
+TEST_CASE("T5Model in a caller's set: same initial weights as an owned model, heads after it") {
+  const nn::T5Config c = nn::T5Config::ankh3_tiny();
+  nn::Ankh3Model<cpu, float> owned(c, 9);
+  nn::ParameterSet<cpu, float> ps;
+  nn::Ankh3Model<cpu, float> shared(ps, c);
+  nn::Linear<cpu, float> head(ps, "head", c.d_model, 3, 0.1);
+  ps.allocate();
+  ps.init(9);
+  CHECK(shared.param_range().end == owned.params().size());
+  CHECK(ps.size() == owned.params().size() + 1);
+  CHECK(std::memcmp(ps.values().data(), owned.params().values().data(), sizeof(float) * owned.params().numel()) == 0);
+  // the untied LM head starts at std d_model^-0.5: logits O(1)
+  const auto w = owned.params().value("lm_head.weight");
+  double ss = 0;
+  for (index_t i = 0; i < w.numel(); ++i) ss += double(w.data()[i]) * w.data()[i];
+  CHECK(std::sqrt(ss / double(w.numel())) == doctest::Approx(1.0 / std::sqrt(double(c.d_model))).epsilon(0.1));
 }

@@ -4,6 +4,7 @@
 #include "plm/optim/adafactor.hpp"
 #include "plm/optim/adamw.hpp"
 #include "plm/optim/clip.hpp"
+#include "plm/optim/optimizer.hpp"
 #include "plm/optim/schedule.hpp"
 
 using namespace plm;
@@ -176,4 +177,64 @@ TEST_CASE("Adafactor keeps factored moments: rows + cols numbers for a matrix") 
   optim::Adafactor<cpu, float> opt(ps);
   CHECK(opt.state().size() == 1);
   CHECK(opt.state()[0].second.numel() == 64 + 32 + 32);
+}
+
+TEST_CASE("grad_norm: the global norm without clipping; NaN names the parameter") {
+  nn::ParameterSet<cpu, double> ps;
+  ps.add("a", Shape{2}, 0.0);
+  ps.add("b.weight", Shape{1, 2}, 0.0);
+  ps.allocate();
+  const double g[4] = {3, 0, 0, 4};
+  std::copy(g, g + 4, ps.grads().data());
+  CHECK(optim::grad_norm(ps) == doctest::Approx(5.0));
+  CHECK(ps.grads().data()[3] == 4.0);  // unchanged
+  ps.grad("a").data()[0] = INFINITY;
+  check_error([&] { optim::grad_norm(ps); }, "grad_norm: the gradient of 'a' contains NaN or infinity");
+}
+
+TEST_CASE("Optimizer: AdamW and Adafactor behind one type step exactly as the classes themselves") {
+  auto make = [](nn::ParameterSet<cpu, double>& ps) {
+    ps.add("w", Shape{3, 2}, 0.5);
+    ps.add("norm.weight", Shape{2}, 0.0, 1.0);
+    ps.allocate();
+    ps.init(11);
+  };
+  auto grads = [](nn::ParameterSet<cpu, double>& ps, int s) {
+    for (index_t i = 0; i < ps.numel(); ++i) ps.grads().data()[i] = std::sin(double(i + 1) * (s + 1));
+  };
+  optim::ParamGroups groups;
+  groups.add("norm.", {3.0, false});
+  for (const std::string name : {"adamw", "adafactor", "adafactor-relative"}) {
+    INFO(name);
+    nn::ParameterSet<cpu, double> a, b;
+    make(a);
+    make(b);
+    auto opt = optim::make_optimizer<cpu, double>(name, a, {0.02}, groups);
+    CHECK(std::string(opt.name()) == name);
+    optim::AdamW<cpu, double> adamw(b, {0.9, 0.999, 1e-8, 0.02}, groups);
+    optim::Adafactor<cpu, double>::Options fo;
+    fo.weight_decay = 0.02;
+    fo.relative_step = fo.scale_parameter = name == "adafactor-relative";
+    optim::Adafactor<cpu, double> adafactor(b, fo, groups);
+    for (int s = 0; s < 3; ++s) {
+      grads(a, s);
+      grads(b, s);
+      opt.step(0.05);
+      if (name == "adamw") adamw.step(0.05);
+      else adafactor.step(0.05);
+    }
+    CHECK(opt.steps() == 3);
+    for (index_t i = 0; i < a.numel(); ++i) CHECK(a.values().data()[i] == b.values().data()[i]);
+    const auto st = opt.named_state();
+    REQUIRE_FALSE(st.empty());
+    CHECK(st[0].name == (name == "adamw" ? "adamw.m" : "adafactor.v"));
+    opt.set_steps(10);
+    CHECK(opt.steps() == 10);
+  }
+  nn::ParameterSet<cpu, double> ps;
+  make(ps);
+  check_error([&] { optim::make_optimizer<cpu, double>("sgd", ps); }, "optimizer: unknown 'sgd'", "adamw, adafactor, adafactor-relative");
+  nn::ParameterSet<cpu, double> empty;
+  empty.add("w", Shape{2}, 0.1);
+  check_error([&] { optim::make_optimizer<cpu, double>("adamw", empty); }, "must be allocated");
 }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "plm/core/type_tag.hpp"
 #include "plm/io/hf_config.hpp"
 #include "plm/io/safetensors.hpp"
 #include "plm/nn/t5.hpp"
@@ -37,9 +38,14 @@ inline std::string weights_path(const std::string& dir_or_file) {
 // whose names start with one of `skip_prefixes` are ignored instead of being
 // reported as extra (e.g. "decoder." and "lm_head." to take the encoder of a
 // full checkpoint).
+//
+// `range` limits the load to some of the set's parameters (a model's
+// param_range() when it shares its set with heads that the file does not hold).
 template <class B, class T>
-void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file,
-                     const std::vector<std::string>& skip_prefixes = {}) {
+void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file, const std::vector<std::string>& skip_prefixes,
+                     nn::ParamRange range) {
+  PLM_CHECK(range.begin >= 0 && range.begin <= range.end && range.end <= params.size(), "load_parameters: parameter range [",
+            range.begin, ", ", range.end, ") outside the set of ", params.size());
   const std::string path = detail::weights_path(dir_or_file);
   const SafetensorsReader file(path);
   static const char* const embed_aliases[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
@@ -52,7 +58,9 @@ void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_f
         if (file.contains(a)) return a;
     return {};
   };
-  for (const auto& e : params.entries()) {
+  auto in_range = [&](const std::string& name) { return range.contains(params.find(name)); };
+  for (index_t i = range.begin; i < range.end; ++i) {
+    const auto& e = params.entry(i);
     const std::string src = source_of(e.name);
     if (src.empty()) missing.push_back(e.name);
     else used.insert(src);
@@ -64,12 +72,12 @@ void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_f
     const bool alias = info.name == embed_aliases[0] || info.name == embed_aliases[1];
     bool skipped = false;
     for (const auto& p : skip_prefixes) skipped = skipped || info.name.rfind(p, 0) == 0;
-    if (!used.count(info.name) && !skipped && !(alias && params.find("shared.weight") >= 0)) extra.push_back(info.name);
+    if (!used.count(info.name) && !skipped && !(alias && in_range("shared.weight"))) extra.push_back(info.name);
   }
   PLM_CHECK(extra.empty(), "load_parameters: ", path, " has ", extra.size(), " tensor(s) this model does not have: ",
             detail::list_names(extra), " (a different architecture or config?)");
   Tensor<cpu, T> host;
-  for (index_t i = 0; i < params.size(); ++i) {
+  for (index_t i = range.begin; i < range.end; ++i) {
     const auto& e = params.entry(i);
     if constexpr (std::is_same_v<B, cpu>) {
       file.read<T>(source_of(e.name), params.value(i));
@@ -81,16 +89,25 @@ void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_f
   }
 }
 
-// Writes every parameter under its name, in float32 (or `Stored` = double / bf16).
+template <class B, class T>
+void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file, const std::vector<std::string>& skip_prefixes = {}) {
+  load_parameters(params, dir_or_file, skip_prefixes, params.all());
+}
+
+// Writes every parameter of `range` (default: the whole set) under its name,
+// in float32 (or `Stored` = double / bf16).
 template <class Stored = float, class B, class T>
 void save_parameters(const nn::ParameterSet<B, T>& params, const std::string& path,
-                     const std::map<std::string, std::string>& metadata = {{"format", "pt"}}) {
+                     const std::map<std::string, std::string>& metadata = {{"format", "pt"}}, nn::ParamRange range = {-1, -1}) {
+  if (range.begin < 0) range = params.all();
+  PLM_CHECK(range.begin <= range.end && range.end <= params.size(), "save_parameters: parameter range [", range.begin, ", ",
+            range.end, ") outside the set of ", params.size());
   std::vector<Tensor<cpu, Stored>> converted;
   std::vector<Tensor<cpu, T>> host;
-  converted.reserve(static_cast<std::size_t>(params.size()));
-  host.reserve(static_cast<std::size_t>(params.size()));
+  converted.reserve(static_cast<std::size_t>(range.size()));
+  host.reserve(static_cast<std::size_t>(range.size()));
   SafetensorsWriter w;
-  for (index_t i = 0; i < params.size(); ++i) {
+  for (index_t i = range.begin; i < range.end; ++i) {
     const auto& e = params.entry(i);
     ConstView<cpu, T> v;
     if constexpr (std::is_same_v<B, cpu>) {
@@ -112,15 +129,30 @@ void save_parameters(const nn::ParameterSet<B, T>& params, const std::string& pa
   w.write(path);
 }
 
+// config.json of a Hugging Face checkpoint directory.
+inline nn::T5Config read_t5_dir_config(const std::string& dir) {
+  namespace fs = std::filesystem;
+  PLM_CHECK(fs::is_directory(dir), dir, " is not a directory (expected a Hugging Face checkpoint: config.json and model.safetensors)");
+  return read_t5_config((fs::path(dir) / "config.json").string());
+}
+
+// Fills a model's own parameters (its param_range(), also inside a set shared
+// with heads) from a checkpoint directory. An encoder-only model takes the
+// encoder half of a full checkpoint.
+template <class Model>
+void load_t5_weights(Model& m, const std::string& dir) {
+  std::vector<std::string> skip;
+  if (!m.has_decoder()) skip = {"decoder.", "lm_head."};
+  load_parameters(m.params(), dir, skip, m.param_range());
+}
+
 // Builds a model of type Model (e.g. nn::Ankh3Model<cpu, float>) from a Hugging
 // Face checkpoint directory. The config's feed_forward_proj must match the
 // model type's policies (the constructor says so otherwise).
 template <class Model>
 Model load_t5(const std::string& dir) {
-  namespace fs = std::filesystem;
-  PLM_CHECK(fs::is_directory(dir), "load_t5: ", dir, " is not a directory (expected config.json and model.safetensors)");
-  Model m(read_t5_config((fs::path(dir) / "config.json").string()));
-  load_parameters(m.params(), dir);
+  Model m(read_t5_dir_config(dir));
+  load_t5_weights(m, dir);
   return m;
 }
 
@@ -129,13 +161,30 @@ Model load_t5(const std::string& dir) {
 // embedding extraction and encoder fine-tuning need, at half the memory.
 template <class Model>
 Model load_t5_encoder(const std::string& dir) {
-  namespace fs = std::filesystem;
-  PLM_CHECK(fs::is_directory(dir), "load_t5_encoder: ", dir, " is not a directory (expected config.json and model.safetensors)");
-  nn::T5Config c = read_t5_config((fs::path(dir) / "config.json").string());
+  nn::T5Config c = read_t5_dir_config(dir);
   c.num_decoder_layers = 0;
   Model m(c);
-  load_parameters(m.params(), dir, {"decoder.", "lm_head."});
+  load_t5_weights(m, dir);
   return m;
+}
+
+// Calls f(plm::type_tag<Model>{}) with the model alias a config's
+// feed_forward_proj needs (gated-gelu: nn::AnkhModel, gated-silu:
+// nn::Ankh3Model), so a program writes its code once as a generic lambda and
+// the runtime config picks the instantiation; `where` names the config in the error.
+template <class B, class T = float, class F>
+decltype(auto) with_t5_model_type(const std::string& feed_forward_proj, F&& f, const std::string& where = "config") {
+  if (feed_forward_proj == "gated-silu") return f(type_tag<nn::Ankh3Model<B, T>>{});
+  if (feed_forward_proj == "gated-gelu") return f(type_tag<nn::AnkhModel<B, T>>{});
+  PLM_FAIL(where, ": feed_forward_proj '", feed_forward_proj, "' is not an Ankh model type (gated-gelu or gated-silu)");
+}
+
+// with_t5_model_type for the model of a checkpoint directory (its config.json).
+template <class B, class T = float, class F>
+decltype(auto) with_t5_checkpoint_type(const std::string& dir, F&& f) {
+  namespace fs = std::filesystem;
+  return with_t5_model_type<B, T>(read_t5_dir_config(dir).feed_forward_proj, std::forward<F>(f),
+                                  (fs::path(dir) / "config.json").string());
 }
 
 // Writes config.json and model.safetensors into dir (created if needed), loadable
@@ -147,7 +196,7 @@ void save_t5(const Model& m, const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   PLM_CHECK(!ec, "save_t5: cannot create ", dir, ": ", ec.message());
-  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string());
+  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}}, m.param_range());
   write_t5_config(m.config(), (fs::path(dir) / "config.json").string(), !m.has_decoder());
 }
 

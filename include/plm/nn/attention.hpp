@@ -77,7 +77,7 @@ class Attention {
     const Tensor<B, T>* p = &c.probs;
     if (dropout_.active()) {
       c.probs_dropped.resize(c.probs.shape());
-      dropout_.forward(c.probs.cview(), c.probs_dropped.view(), key.seed, key.at(0).stream);
+      dropout_.forward(c.probs.cview(), c.probs_dropped.view(), key.seed, key.stream());
       p = &c.probs_dropped;
     }
     c.ctx_h.resize(Shape{Bn, H, Tq, D});
@@ -102,7 +102,7 @@ class Attention {
     ops<B>::matmul(c.d_ctx_h.cview(), false, c.v.cview(), true, c.d_probs.view());  // dP = dctx V^T
     c.d_v.resize(Shape{Bn, H, Tk, D});
     ops<B>::matmul(p.cview(), true, c.d_ctx_h.cview(), false, c.d_v.view());  // dV = P^T dctx
-    if (dropout_.active()) dropout_.backward(c.d_probs.cview(), c.d_probs.view(), c.key.seed, c.key.at(0).stream);
+    if (dropout_.active()) dropout_.backward(c.d_probs.cview(), c.d_probs.view(), c.key.seed, c.key.stream());
     if (!d_probs_extra.empty()) {
       PLM_CHECK(d_probs_extra.shape() == c.probs.shape(), "Attention: extra probability gradient ", d_probs_extra.shape(),
                 " must match the probabilities ", c.probs.shape());

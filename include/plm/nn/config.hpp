@@ -14,6 +14,8 @@
 namespace plm::nn {
 
 struct T5Config {
+  static constexpr index_t max_layers = (index_t(1) << 32) - 2;
+
   index_t vocab_size = 256;
   index_t d_model = 512;
   index_t d_kv = 64;  // per-head width; d_kv * num_heads need not equal d_model
@@ -46,6 +48,9 @@ struct T5Config {
     positive("relative_attention_num_buckets", relative_attention_num_buckets);
     positive("relative_attention_max_distance", relative_attention_max_distance);
     PLM_CHECK(num_decoder_layers >= 0, "T5Config: num_decoder_layers must be >= 0, got ", num_decoder_layers);
+    // Each layer names its own dropout streams (nn::DropoutKey packs the layer into 32 bits).
+    for (auto [name, n] : {std::pair{"num_layers", num_layers}, std::pair{"num_decoder_layers", num_decoder_layers}})
+      PLM_CHECK(n < max_layers, "T5Config: ", name, " ", n, " exceeds ", max_layers - 1);
     PLM_CHECK(layer_norm_epsilon > 0, "T5Config: layer_norm_epsilon must be positive, got ", layer_norm_epsilon);
     PLM_CHECK(dropout_rate >= 0 && dropout_rate < 1, "T5Config: dropout_rate must be in [0, 1), got ", dropout_rate);
     for (auto [name, id] : {std::pair{"pad_token_id", pad_token_id}, std::pair{"eos_token_id", eos_token_id},

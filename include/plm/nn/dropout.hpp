@@ -5,6 +5,8 @@
 // forward pass its own seed.
 #include <cstdint>
 
+#include "plm/core/error.hpp"
+
 #include "plm/backend/cpu/ops.hpp"
 
 namespace plm::nn {
@@ -26,11 +28,65 @@ struct Dropout {
   }
 };
 
+// Where a dropout site sits in a model. The names give every site of every
+// layer its own Philox stream, and the fields are packed into disjoint bit
+// ranges, so no two sites can share a stream at any depth:
+//
+//   bits 56-63  stack   DropoutStack (encoder, decoder; none outside a stack)
+//   bits 24-55  layer   0 = the stack's own sites, i + 1 = layer i (< 2^32 - 1 layers)
+//   bits 12-23  block   DropoutBlock: the sub-block of a layer
+//   bits  0-11  site    the site within a block (DropoutSite)
+enum class DropoutStack : std::uint8_t { none = 0, encoder = 1, decoder = 2 };
+enum class DropoutBlock : std::uint16_t {
+  stack = 0,  // the stack's own sites (embeddings, output)
+  self_attention = 1,
+  self_attention_residual = 2,
+  cross_attention = 3,
+  cross_attention_residual = 4,
+  feed_forward = 5,
+  feed_forward_residual = 6,
+};
+enum class DropoutSite : std::uint16_t {
+  main = 0,        // the only site of a block (attention probabilities, feed-forward hidden, residual branch)
+  embeddings = 0,  // stack block: dropout on the embeddings
+  output = 1,      // stack block: dropout after the final norm
+};
+
 // Identifies one dropout site in one forward pass.
 struct DropoutKey {
-  std::uint64_t seed = 0;    // per forward pass (e.g. derived from the step)
-  std::uint64_t stream = 0;  // per site: layer index and position in the layer
-  DropoutKey at(std::uint64_t site) const { return DropoutKey{seed, stream * 64 + site}; }
+  static constexpr std::uint64_t max_layers = (std::uint64_t(1) << 32) - 2;
+
+  std::uint64_t seed = 0;  // per forward pass (e.g. derived from the step)
+  DropoutStack stack = DropoutStack::none;
+  std::uint32_t layer = 0;  // 0 = stack level, i + 1 = layer i
+  DropoutBlock block = DropoutBlock::stack;
+  DropoutSite site = DropoutSite::main;
+
+  DropoutKey in_stack(DropoutStack s) const {
+    DropoutKey k = *this;
+    k.stack = s;
+    return k;
+  }
+  DropoutKey in_layer(std::uint64_t i) const {
+    PLM_CHECK(i < max_layers, "DropoutKey: layer ", i, " beyond the ", max_layers, " layers a stream id can name");
+    DropoutKey k = *this;
+    k.layer = static_cast<std::uint32_t>(i + 1);
+    return k;
+  }
+  DropoutKey in_block(DropoutBlock b) const {
+    DropoutKey k = *this;
+    k.block = b;
+    return k;
+  }
+  DropoutKey at(DropoutSite s) const {
+    DropoutKey k = *this;
+    k.site = s;
+    return k;
+  }
+  // The Philox stream of this site.
+  std::uint64_t stream() const {
+    return (std::uint64_t(stack) << 56) | (std::uint64_t(layer) << 24) | (std::uint64_t(block) << 12) | std::uint64_t(site);
+  }
 };
 
 }  // namespace plm::nn

@@ -21,7 +21,7 @@ inline AttentionShape attention_shape(const T5Config& c) { return AttentionShape
 // x + branch, where the branch passes through dropout first (in place).
 template <class B, class T>
 void residual_add(const Dropout& d, ConstView<B, T> x, TensorView<B, T> branch, TensorView<B, T> out, DropoutKey key) {
-  if (d.active()) d.forward(ConstView<B, T>(branch), branch, key.seed, key.stream);
+  if (d.active()) d.forward(ConstView<B, T>(branch), branch, key.seed, key.stream());
   ops<B>::add(x, ConstView<B, T>(branch), out);
 }
 }  // namespace detail
@@ -57,11 +57,11 @@ class EncoderLayer {
     for (Tensor<B, T>* t : {&c.n0, &c.a, &c.h, &c.n1, &c.f}) t->resize(s);
     c.key = key;
     norm0_.forward(x, c.n0.view(), c.norm0);
-    attn_.forward(c.n0.cview(), c.n0.cview(), mask, c.a.view(), c.attn, key.at(1));
-    detail::residual_add(drop_, x, c.a.view(), c.h.view(), key.at(2));
+    attn_.forward(c.n0.cview(), c.n0.cview(), mask, c.a.view(), c.attn, key.in_block(DropoutBlock::self_attention));
+    detail::residual_add(drop_, x, c.a.view(), c.h.view(), key.in_block(DropoutBlock::self_attention_residual));
     norm1_.forward(c.h.cview(), c.n1.view(), c.norm1);
-    ff_.forward(c.n1.cview(), c.f.view(), c.ff, key.at(3));
-    detail::residual_add(drop_, c.h.cview(), c.f.view(), y, key.at(4));
+    ff_.forward(c.n1.cview(), c.f.view(), c.ff, key.in_block(DropoutBlock::feed_forward));
+    detail::residual_add(drop_, c.h.cview(), c.f.view(), y, key.in_block(DropoutBlock::feed_forward_residual));
   }
 
   // dx written; dbias (H, T, T) added to when not empty.
@@ -69,11 +69,11 @@ class EncoderLayer {
                 ConstView<B, T> d_probs_extra = {}) const {
     const Shape s = x.shape();
     for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h}) t->resize(s);
-    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.at(4).stream);
+    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::feed_forward_residual).stream());
     ff_.backward(c.n1.cview(), c.d_branch.cview(), c.d_norm.view(), c.ff);
     norm1_.backward(c.h.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm1);
     ops<B>::add(dy, c.d_norm.cview(), c.d_h.view());
-    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.at(2).stream);
+    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::self_attention_residual).stream());
     attn_.backward(c.n0.cview(), c.n0.cview(), c.d_branch.cview(), c.d_norm.view(), c.d_norm.view(), dbias, c.attn, d_probs_extra);
     norm0_.backward(x, c.d_norm.cview(), c.d_norm.view(), c.norm0);
     ops<B>::add(c.d_h.cview(), c.d_norm.cview(), dx);
@@ -128,14 +128,14 @@ class DecoderLayer {
     for (Tensor<B, T>* t : {&c.n0, &c.a, &c.h, &c.n1, &c.x_attn, &c.h2, &c.n2, &c.f}) t->resize(s);
     c.key = key;
     norm0_.forward(x, c.n0.view(), c.norm0);
-    self_.forward(c.n0.cview(), c.n0.cview(), self_mask, c.a.view(), c.self_attn, key.at(1));
-    detail::residual_add(drop_, x, c.a.view(), c.h.view(), key.at(2));
+    self_.forward(c.n0.cview(), c.n0.cview(), self_mask, c.a.view(), c.self_attn, key.in_block(DropoutBlock::self_attention));
+    detail::residual_add(drop_, x, c.a.view(), c.h.view(), key.in_block(DropoutBlock::self_attention_residual));
     norm1_.forward(c.h.cview(), c.n1.view(), c.norm1);
-    cross_.forward(c.n1.cview(), enc, cross_mask, c.x_attn.view(), c.cross_attn, key.at(3));
-    detail::residual_add(drop_, c.h.cview(), c.x_attn.view(), c.h2.view(), key.at(4));
+    cross_.forward(c.n1.cview(), enc, cross_mask, c.x_attn.view(), c.cross_attn, key.in_block(DropoutBlock::cross_attention));
+    detail::residual_add(drop_, c.h.cview(), c.x_attn.view(), c.h2.view(), key.in_block(DropoutBlock::cross_attention_residual));
     norm2_.forward(c.h2.cview(), c.n2.view(), c.norm2);
-    ff_.forward(c.n2.cview(), c.f.view(), c.ff, key.at(5));
-    detail::residual_add(drop_, c.h2.cview(), c.f.view(), y, key.at(6));
+    ff_.forward(c.n2.cview(), c.f.view(), c.ff, key.in_block(DropoutBlock::feed_forward));
+    detail::residual_add(drop_, c.h2.cview(), c.f.view(), y, key.in_block(DropoutBlock::feed_forward_residual));
   }
 
   // dx written; d_enc (B, S, C) ADDED to; dbias (H, T, T) added to when not empty.
@@ -144,16 +144,16 @@ class DecoderLayer {
                 ConstView<B, T> d_cross_probs_extra = {}) const {
     const Shape s = x.shape();
     for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h, &c.d_h2}) t->resize(s);
-    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.at(6).stream);
+    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::feed_forward_residual).stream());
     ff_.backward(c.n2.cview(), c.d_branch.cview(), c.d_norm.view(), c.ff);
     norm2_.backward(c.h2.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm2);
     ops<B>::add(dy, c.d_norm.cview(), c.d_h2.view());
-    drop_.backward(c.d_h2.cview(), c.d_branch.view(), c.key.seed, c.key.at(4).stream);
+    drop_.backward(c.d_h2.cview(), c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::cross_attention_residual).stream());
     cross_.backward(c.n1.cview(), enc, c.d_branch.cview(), c.d_norm.view(), d_enc, TensorView<B, T>{}, c.cross_attn,
                     d_cross_probs_extra);
     norm1_.backward(c.h.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm1);
     ops<B>::add(c.d_h2.cview(), c.d_norm.cview(), c.d_h.view());
-    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.at(2).stream);
+    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::self_attention_residual).stream());
     self_.backward(c.n0.cview(), c.n0.cview(), c.d_branch.cview(), c.d_norm.view(), c.d_norm.view(), dbias, c.self_attn,
                    d_self_probs_extra);
     norm0_.backward(x, c.d_norm.cview(), c.d_norm.view(), c.norm0);

@@ -8,8 +8,11 @@
 // so checkpoints map one to one.
 //
 // Two phases: layers add() their parameters while the model is built, then the
-// model calls allocate() once. Param handles stay valid for the set's lifetime
-// (the set must not move: models hold it by unique_ptr).
+// owner calls allocate() once. Param handles stay valid for the set's lifetime
+// (the set must not move: models hold it by unique_ptr, or by reference when
+// a caller puts a backbone and its heads into one set, so that one optimizer,
+// one clip and one checkpoint cover them all). A model records the ids it
+// registered as a ParamRange, so its own weights can be loaded or saved alone.
 #include <map>
 #include <string>
 #include <vector>
@@ -20,6 +23,13 @@
 #include "plm/core/tensor.hpp"
 
 namespace plm::nn {
+
+// The parameters [begin, end) of a set, in registration order.
+struct ParamRange {
+  index_t begin = 0, end = 0;
+  index_t size() const { return end - begin; }
+  bool contains(index_t id) const { return id >= begin && id < end; }
+};
 
 template <class B, class T>
 class ParameterSet {
@@ -79,6 +89,7 @@ class ParameterSet {
   }
 
   index_t size() const { return static_cast<index_t>(entries_.size()); }
+  ParamRange all() const { return ParamRange{0, size()}; }
   index_t numel() const { return total_; }
   const std::vector<Entry>& entries() const { return entries_; }
   const Entry& entry(index_t id) const { return entries_.at(static_cast<std::size_t>(id)); }

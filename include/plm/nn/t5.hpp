@@ -40,7 +40,7 @@ struct StackCommon {
   TensorView<B, T> begin_backward(ConstView<B, T> d_out, Cache& c) const {
     c.d_a.resize(d_out.shape());
     c.d_b.resize(d_out.shape());
-    drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(1).stream);
+    drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(DropoutSite::output).stream());
     final_norm.backward(c.hidden.back().cview(), c.d_a.cview(), c.d_a.view(), c.final_norm);
     if (!has_bias) return {};
     c.d_bias.resize(c.bias.shape());
@@ -51,7 +51,7 @@ struct StackCommon {
   template <class Cache>
   void end_backward(TensorView<B, T> dx, Cache& c) const {
     if (has_bias) bias.backward(c.d_bias.cview(), c.bias_cache);
-    drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(0).stream);
+    drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(DropoutSite::embeddings).stream());
   }
 
   StackCommon(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c, bool bidirectional) : cfg(c), drop{c.dropout_rate} {
@@ -108,11 +108,11 @@ class EncoderStack {
       mask.bias = c.bias.cview();
     }
     for (auto& h : c.hidden) h.resize(x.shape());
-    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(0).stream);
+    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(DropoutSite::embeddings).stream());
     for (index_t i = 0; i < L; ++i)
-      layers_[static_cast<std::size_t>(i)].forward(c.hidden[i].cview(), mask, c.hidden[i + 1].view(), c.layers[i], key.at(8 + i));
+      layers_[static_cast<std::size_t>(i)].forward(c.hidden[i].cview(), mask, c.hidden[i + 1].view(), c.layers[i], key.in_layer(static_cast<std::uint64_t>(i)));
     common_.final_norm.forward(c.hidden[L].cview(), out, c.final_norm);
-    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(1).stream);
+    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(DropoutSite::output).stream());
   }
 
   // d_out: (B, S, C) -> dx (B, S, C) written. extra: optional per-layer gradients on attention probabilities.
@@ -184,11 +184,11 @@ class DecoderStack {
       self_mask.bias = c.bias.cview();
     }
     for (auto& h : c.hidden) h.resize(x.shape());
-    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(0).stream);
+    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(DropoutSite::embeddings).stream());
     for (index_t i = 0; i < L; ++i)
-      layers_[i].forward(c.hidden[i].cview(), enc, self_mask, cross_mask, c.hidden[i + 1].view(), c.layers[i], key.at(8 + i));
+      layers_[i].forward(c.hidden[i].cview(), enc, self_mask, cross_mask, c.hidden[i + 1].view(), c.layers[i], key.in_layer(static_cast<std::uint64_t>(i)));
     common_.final_norm.forward(c.hidden[L].cview(), out, c.final_norm);
-    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(1).stream);
+    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(DropoutSite::output).stream());
   }
 
   // dx written; d_enc (B, S, C) ADDED to.
@@ -293,30 +293,28 @@ class T5Model {
     Tensor<B, std::int32_t> ids;
   };
 
-  explicit T5Model(const T5Config& cfg, std::uint64_t seed = 0) : cfg_(cfg), params_(std::make_unique<ParameterSet<B, T>>()) {
-    cfg_.validate();
-    const std::string want = feed_forward_proj_name<typename P::activation, typename P::gating>();
-    PLM_CHECK(cfg_.feed_forward_proj == want, "T5Model: config has feed_forward_proj '", cfg_.feed_forward_proj,
-              "' but this model type is built for '", want, "'; use the matching alias (AnkhModel = gated-gelu, Ankh3Model = gated-silu)");
-    auto& ps = *params_;
-    const double f = cfg_.initializer_factor;
-    shared_ = Embedding<B, T>(ps, "shared", cfg_.vocab_size, cfg_.d_model, f * 1.0);
-    encoder_ = Encoder(ps, "encoder", cfg_);
-    if (cfg_.num_decoder_layers > 0) {
-      decoder_ = Decoder(ps, "decoder", cfg_);
-      if (!cfg_.tie_word_embeddings) lm_head_ = Linear<B, T>(ps, "lm_head", cfg_.d_model, cfg_.vocab_size, f * 1.0);
-    }
-    ps.allocate();
-    ps.init(seed);
+  // A model that owns its parameters: allocated and drawn from `seed`.
+  explicit T5Model(const T5Config& cfg, std::uint64_t seed = 0) : owned_(std::make_unique<ParameterSet<B, T>>()) {
+    build(*owned_, cfg);
+    owned_->allocate();
+    owned_->init(seed);
   }
+  // A model in the caller's set: registers its parameters (Hugging Face names,
+  // no prefix) into ps; the caller adds its own layers (heads) and then calls
+  // ps.allocate() and ps.init(seed). io::load_t5_weights fills this model's
+  // part from a checkpoint afterwards.
+  T5Model(ParameterSet<B, T>& ps, const T5Config& cfg) { build(ps, cfg); }
   T5Model(const T5Model&) = delete;
   T5Model& operator=(const T5Model&) = delete;
   T5Model(T5Model&&) = default;
   T5Model& operator=(T5Model&&) = default;
 
   const T5Config& config() const { return cfg_; }
+  // The set the model lives in (its own, or the caller's, shared with other layers).
   ParameterSet<B, T>& params() { return *params_; }
   const ParameterSet<B, T>& params() const { return *params_; }
+  // The ids of this model's own parameters within params().
+  ParamRange param_range() const { return range_; }
   bool has_decoder() const { return cfg_.num_decoder_layers > 0; }
   const Encoder& encoder() const { return encoder_; }
   const Decoder& decoder() const { return decoder_; }
@@ -332,7 +330,7 @@ class T5Model {
     c.enc_valid = valid;
     c.enc_x.resize(out.shape());
     shared_.forward(ids, c.enc_x.view());
-    encoder_.forward(c.enc_x.cview(), valid, out, c.enc, DropoutKey{dropout_seed, 1});
+    encoder_.forward(c.enc_x.cview(), valid, out, c.enc, DropoutKey{dropout_seed}.in_stack(DropoutStack::encoder));
   }
   // Gradient of encode()'s output into the parameters.
   void encode_backward(ConstView<B, T> d_out, Cache& c,
@@ -358,7 +356,7 @@ class T5Model {
     c.dec_x.resize(Shape{Bn, Tn, C});
     c.dec_out.resize(Shape{Bn, Tn, C});
     shared_.forward(dec_ids, c.dec_x.view());
-    decoder_.forward(c.dec_x.cview(), dec_valid, c.enc_out.cview(), enc_valid, c.dec_out.view(), c.dec, DropoutKey{dropout_seed, 2});
+    decoder_.forward(c.dec_x.cview(), dec_valid, c.enc_out.cview(), enc_valid, c.dec_out.view(), c.dec, DropoutKey{dropout_seed}.in_stack(DropoutStack::decoder));
     head_forward(c.dec_out.cview(), logits);
   }
 
@@ -403,6 +401,28 @@ class T5Model {
   }
 
  private:
+  void build(ParameterSet<B, T>& ps, const T5Config& cfg) {
+    cfg_ = cfg;
+    params_ = &ps;
+    cfg_.validate();
+    const std::string want = feed_forward_proj_name<typename P::activation, typename P::gating>();
+    PLM_CHECK(cfg_.feed_forward_proj == want, "T5Model: config has feed_forward_proj '", cfg_.feed_forward_proj,
+              "' but this model type is built for '", want, "'; use the matching alias (AnkhModel = gated-gelu, Ankh3Model = gated-silu)");
+    range_.begin = ps.size();
+    const double f = cfg_.initializer_factor;
+    shared_ = Embedding<B, T>(ps, "shared", cfg_.vocab_size, cfg_.d_model, f * 1.0);
+    encoder_ = Encoder(ps, "encoder", cfg_);
+    if (cfg_.num_decoder_layers > 0) {
+      decoder_ = Decoder(ps, "decoder", cfg_);
+      // transformers draws an untied LM head with std 1, which makes the first
+      // logits O(sqrt(d_model)) and the first loss several times ln(V);
+      // std d_model^-0.5 gives O(1) logits and a loss near ln(V) at step 0.
+      // (A checkpoint's weights replace this on loading.)
+      if (!cfg_.tie_word_embeddings)
+        lm_head_ = Linear<B, T>(ps, "lm_head", cfg_.d_model, cfg_.vocab_size, f / std::sqrt(static_cast<double>(cfg_.d_model)));
+    }
+    range_.end = ps.size();
+  }
   void check_ids(const char* where, ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid) const {
     PLM_CHECK(ids.rank() == 2, "T5Model::", where, ": ids ", ids.shape(), " must be (B, T)");
     if (!valid.empty())
@@ -430,7 +450,9 @@ class T5Model {
   }
 
   T5Config cfg_;
-  std::unique_ptr<ParameterSet<B, T>> params_;
+  std::unique_ptr<ParameterSet<B, T>> owned_;  // empty when the model lives in a caller's set
+  ParameterSet<B, T>* params_ = nullptr;
+  ParamRange range_;
   Embedding<B, T> shared_;
   Encoder encoder_;
   Decoder decoder_;
