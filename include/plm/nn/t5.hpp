@@ -467,3 +467,8 @@ template <class B, class T = float> using AnkhModel = T5Model<B, T, AnkhPolicies
 template <class B, class T = float> using Ankh3Model = T5Model<B, T, Ankh3Policies>;
 
 }  // namespace plm::nn
+
+// With PLM_PRECOMPILED the common aliases come from one compiled unit.
+#if defined(PLM_PRECOMPILED)
+#include "plm/precompiled.hpp"
+#endif
