@@ -22,5 +22,5 @@ target_sources(plm_cuda INTERFACE
 target_link_libraries(plm_cuda INTERFACE plm::plm CUDA::cudart CUDA::cublas)
 target_compile_definitions(plm_cuda INTERFACE PLM_HAS_CUDA)
 target_compile_features(plm_cuda INTERFACE cuda_std_17)
+# Installed as plm::cuda in its own export set (see the top-level install rules).
 set_target_properties(plm_cuda PROPERTIES EXPORT_NAME cuda)
-install(TARGETS plm_cuda EXPORT plmTargets)
