@@ -48,6 +48,24 @@ enum class EmptyPolicy { skip, error };
 // of max_length residues, keep its first max_length residues, or stop.
 enum class TooLongPolicy { skip, crop_random, crop_start, error };
 
+// The policy's name on a command line or in a settings record: skip, crop-random, crop-start, error.
+inline const char* policy_name(TooLongPolicy p) {
+  switch (p) {
+    case TooLongPolicy::skip: return "skip";
+    case TooLongPolicy::crop_random: return "crop-random";
+    case TooLongPolicy::crop_start: return "crop-start";
+    case TooLongPolicy::error: return "error";
+  }
+  PLM_FAIL("policy_name: invalid TooLongPolicy value ", static_cast<int>(p));
+}
+
+// Inverse of policy_name; an unknown name is an error that names it and lists the valid ones.
+inline TooLongPolicy parse_too_long_policy(const std::string& name) {
+  for (TooLongPolicy p : {TooLongPolicy::skip, TooLongPolicy::crop_random, TooLongPolicy::crop_start, TooLongPolicy::error})
+    if (name == policy_name(p)) return p;
+  PLM_FAIL("too-long policy '", name, "' is not one of: skip, crop-random, crop-start, error");
+}
+
 struct FastaOptions {
   EmptyPolicy empty = EmptyPolicy::skip;
   std::size_t min_length = 0;  // shorter records are skipped

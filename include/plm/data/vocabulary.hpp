@@ -59,6 +59,23 @@ enum class LowercasePolicy { uppercase, error };
 // `error` refuses them.
 enum class RarePolicy { keep, unk, error };
 
+// The policy's name on a command line or in a settings record: keep, unk, error.
+inline const char* policy_name(RarePolicy p) {
+  switch (p) {
+    case RarePolicy::keep: return "keep";
+    case RarePolicy::unk: return "unk";
+    case RarePolicy::error: return "error";
+  }
+  PLM_FAIL("policy_name: invalid RarePolicy value ", static_cast<int>(p));
+}
+
+// Inverse of policy_name; an unknown name is an error that names it and lists the valid ones.
+inline RarePolicy parse_rare_policy(const std::string& name) {
+  for (RarePolicy p : {RarePolicy::keep, RarePolicy::unk, RarePolicy::error})
+    if (name == policy_name(p)) return p;
+  PLM_FAIL("rare-residue policy '", name, "' is not one of: keep, unk, error");
+}
+
 struct EncodeOptions {
   bool append_eos = true;  // Ankh appends </s>; there is no BOS
   LowercasePolicy lowercase = LowercasePolicy::uppercase;

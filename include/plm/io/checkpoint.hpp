@@ -21,18 +21,10 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/io/safetensors.hpp"
+#include "plm/io/training_state.hpp"
 #include "plm/nn/parameters.hpp"
 
 namespace plm::io {
-
-// Where a run stands: enough to continue it exactly.
-struct TrainingState {
-  std::int64_t step = 0;        // optimizer steps done
-  std::uint64_t seed = 0;       // the run's seed (Philox key of every draw)
-  std::uint64_t epoch = 0;      // data epoch
-  std::uint64_t cursor = 0;     // batches of this epoch already consumed
-  nlohmann::json extra = nlohmann::json::object();  // anything else the loop wants back (options, best loss, ...)
-};
 
 template <class B, class T>
 struct NamedTensor {
