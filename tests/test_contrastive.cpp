@@ -1,11 +1,13 @@
 // Negative mining: objectives/attention_contrastive.hpp (the released
 // formulation by hand, zero at uniform attention, finite differences of every
 // variant with padding, the extra probability gradient through an attention
-// layer) and nn/heads.hpp (mean pooling, readout head, the negative-mining
-// attention layer), each checked by finite differences in double.
+// layer) and the layers around them (mean pooling, readout head, the
+// negative-mining pair attention), each checked by finite differences in double.
 #include "ops_test_support.hpp"
 #include "plm/nn/attention.hpp"
-#include "plm/nn/heads.hpp"
+#include "plm/nn/pair_attention.hpp"
+#include "plm/nn/pooling.hpp"
+#include "plm/nn/readout.hpp"
 #include "plm/objectives/attention_contrastive.hpp"
 #include "plm/objectives/regression.hpp"
 
@@ -129,19 +131,19 @@ TEST_CASE("attention_to_uniform through an attention layer: d_probs_extra reache
   expect_ok(testing::check_gradient(xk.view(), dk.cview(), loss), "d loss / d anchor states");
 }
 
-TEST_CASE("MeanPool, ReadoutHead, NegativeMiningAttention: finite differences with padding") {
+TEST_CASE("MeanPool, ReadoutHead, PairAttention: finite differences with padding") {
   using DT = Tensor<cpu, double>;
   nn::ParameterSet<cpu, double> ps;
   const index_t N = 3, Tq = 4, Tk = 5, d = 6, K = 3;
-  nn::NegativeMiningAttention<cpu, double> nm(ps, "nm", d);
-  nn::NegativeMiningAttention<cpu, double> nm_scaled(ps, "nm_scaled", d, /*scaled=*/true);
+  nn::PairAttention<cpu, double> nm(ps, "nm", d);
+  nn::PairAttention<cpu, double> nm_scaled(ps, "nm_scaled", d, /*scaled=*/true);
   nn::ReadoutHead<cpu, double> head(ps, "head", d, K, 4);
   ps.allocate();
   testing::fill_uniform<double>(ps.values(), 5, 77, -0.8, 0.8);
   auto xq = random_tensor<double>(Shape{N, Tq, d}, 41), xk = random_tensor<double>(Shape{N, Tk, d}, 42);
   auto qv = mask(N, Tq, {4, 2, 3}), kv = mask(N, Tk, {5, 3, 1});
   auto r = random_tensor<double>(Shape{N, K}, 43);
-  nn::NegativeMiningAttention<cpu, double>::Cache c, cs, cself;
+  nn::PairAttention<cpu, double>::Cache c, cs, cself;
   nn::MeanPool<cpu, double>::Cache pc;
   nn::ReadoutHead<cpu, double>::Cache hc;
   DT ctx(xq.shape()), ctx2(xq.shape()), self(xk.shape()), pooled(Shape{N, d}), y(Shape{N, K});

@@ -19,6 +19,11 @@ namespace plm::nn {
 struct AttentionShape {
   index_t d_model = 0, heads = 1, d_head = 0;
   double scale = 1.0;  // multiplies q k^T; T5 uses 1
+  // false: no output projection, the concatenated heads are the output (needs
+  // heads * d_head == d_model): the negative-mining layer, nn/pair_attention.hpp
+  bool output_projection = true;
+  // > 0: every projection drawn from N(0, init_std^2) instead of T5's initialisation
+  double init_std = 0;
   index_t inner() const { return heads * d_head; }
 };
 
@@ -42,10 +47,15 @@ class Attention {
   Attention(ParameterSet<B, T>& ps, const std::string& name, AttentionShape s, double factor = 1.0, double dropout = 0.0)
       : s_(s), dropout_{dropout} {
     const double dm = static_cast<double>(s.d_model), inner = static_cast<double>(s.inner());
-    q_ = Linear<B, T>(ps, name + ".q", s.d_model, s.inner(), factor / std::sqrt(dm * static_cast<double>(s.d_head)));
-    k_ = Linear<B, T>(ps, name + ".k", s.d_model, s.inner(), factor / std::sqrt(dm));
-    v_ = Linear<B, T>(ps, name + ".v", s.d_model, s.inner(), factor / std::sqrt(dm));
-    o_ = Linear<B, T>(ps, name + ".o", s.inner(), s.d_model, factor / std::sqrt(inner));
+    const auto std_or = [&](double t5) { return s.init_std > 0 ? s.init_std : t5; };
+    q_ = Linear<B, T>(ps, name + ".q", s.d_model, s.inner(), std_or(factor / std::sqrt(dm * static_cast<double>(s.d_head))));
+    k_ = Linear<B, T>(ps, name + ".k", s.d_model, s.inner(), std_or(factor / std::sqrt(dm)));
+    v_ = Linear<B, T>(ps, name + ".v", s.d_model, s.inner(), std_or(factor / std::sqrt(dm)));
+    if (s.output_projection)
+      o_ = Linear<B, T>(ps, name + ".o", s.inner(), s.d_model, std_or(factor / std::sqrt(inner)));
+    else
+      PLM_CHECK(s.inner() == s.d_model, "Attention ", name, ": without an output projection heads * d_head (", s.inner(),
+                ") must equal d_model (", s.d_model, ")");
   }
 
   const AttentionShape& shape() const { return s_; }
@@ -82,6 +92,10 @@ class Attention {
     }
     c.ctx_h.resize(Shape{Bn, H, Tq, D});
     ops<B>::matmul(p->cview(), false, c.v.cview(), false, c.ctx_h.view());
+    if (!s_.output_projection) {  // the heads' context is the output
+      ops<B>::transpose12(c.ctx_h.cview(), out.reshape(Shape{Bn, Tq, H, D}));
+      return;
+    }
     c.ctx.resize(Shape{Bn, Tq, I});
     ops<B>::transpose12(c.ctx_h.cview(), c.ctx.view().reshape(Shape{Bn, Tq, H, D}));
     o_.forward(c.ctx.cview(), out);
@@ -93,10 +107,14 @@ class Attention {
   void backward(ConstView<B, T> x_q, ConstView<B, T> x_kv, ConstView<B, T> dout, TensorView<B, T> dx_q,
                 TensorView<B, T> dx_kv, TensorView<B, T> dbias, Cache& c, ConstView<B, T> d_probs_extra = {}) const {
     const index_t Bn = x_q.dim(0), Tq = x_q.dim(1), Tk = x_kv.dim(1), H = s_.heads, D = s_.d_head, I = s_.inner();
-    c.d_ctx.resize(Shape{Bn, Tq, I});
-    o_.backward(c.ctx.cview(), dout, c.d_ctx.view());
+    ConstView<B, T> d_ctx = dout;  // without an output projection dout is the context's gradient
+    if (s_.output_projection) {
+      c.d_ctx.resize(Shape{Bn, Tq, I});
+      o_.backward(c.ctx.cview(), dout, c.d_ctx.view());
+      d_ctx = c.d_ctx.cview();
+    }
     c.d_ctx_h.resize(Shape{Bn, H, Tq, D});
-    ops<B>::transpose12(c.d_ctx.cview().reshape(Shape{Bn, Tq, H, D}), c.d_ctx_h.view());
+    ops<B>::transpose12(d_ctx.reshape(Shape{Bn, Tq, H, D}), c.d_ctx_h.view());
     const Tensor<B, T>& p = dropout_.active() ? c.probs_dropped : c.probs;
     c.d_probs.resize(Shape{Bn, H, Tq, Tk});
     ops<B>::matmul(c.d_ctx_h.cview(), false, c.v.cview(), true, c.d_probs.view());  // dP = dctx V^T
@@ -178,7 +196,10 @@ class Attention {
     ops<B>::gemm_strided_batched(false, false, 1, D, Tk, T(1), c.probs.data(), Tk, Tk, kv.v.data(), D, cap * D, T(0),
                                  c.ctx_h.data(), D, D, Bn * H);
     // (B, H, 1, D) is already (B, 1, H*D) in memory.
-    o_.forward(c.ctx_h.cview().reshape(Shape{Bn, 1, I}), out);
+    if (s_.output_projection)
+      o_.forward(c.ctx_h.cview().reshape(Shape{Bn, 1, I}), out);
+    else
+      ops<B>::copy(c.ctx_h.cview().reshape(Shape{Bn, 1, I}), out);
   }
 
   // Allocates an empty self-attention cache for `capacity` positions.

@@ -1,0 +1,141 @@
+#pragma once
+// The negative-mining recipe (arXiv 2405.17902) as one model a loop drives:
+// an encoder and objectives::NegativeMiningClassifier in one ParameterSet (so
+// one optimizer, one clip and one checkpoint cover both), with the steps every
+// such loop repeats:
+//
+//   step        pads and encodes a batch's rows (samplers::NegativeBatch),
+//               computes cross-entropy + lambda * attention loss, and with a
+//               gradient runs the head's and the encoder's backward (the
+//               encoder's unless frozen); the loop then clips and steps
+//   evaluate    supervised loss and confusion matrix over proteins, in
+//               length-sorted batches of anchors
+//   embed       pooled representations (the readout's input), e.g. for
+//               samplers::hard_negatives
+//
+// Encoder: a model with config().d_model, a Cache, encode(ids, valid, out, c)
+// and encode_backward(d_out, c) that registers into a caller's set, e.g.
+// nn::Ankh3Model built with num_decoder_layers = 0. The loop, the optimizer
+// and checkpoints stay with the caller.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "plm/nn/parameters.hpp"
+#include "plm/objectives/negative_mining.hpp"
+#include "plm/samplers/batching.hpp"
+#include "plm/samplers/negative_batch.hpp"
+#include "plm/train/classification.hpp"
+
+namespace plm::train {
+
+struct ClassifierEvaluation {
+  double loss = 0;  // mean cross-entropy over the proteins
+  ConfusionMatrix cm;
+};
+
+template <class Encoder>
+class NegativeMiningModel {
+ public:
+  using B = typename Encoder::backend;
+  using T = typename Encoder::value_type;
+  using Head = objectives::NegativeMiningClassifier<B, T>;
+
+  // Builds the encoder from its config and the head on its hidden size (hc.d_model
+  // is taken from the config), allocates the set and draws every parameter from
+  // seed; load pretrained encoder weights afterwards (io::load_t5_weights(encoder(), dir)).
+  // freeze_encoder: step() leaves the encoder's gradients at 0 and skips its backward.
+  template <class Config>
+  NegativeMiningModel(const Config& c, objectives::NegativeMiningHeadConfig hc, objectives::NegativeMiningOptions o, std::uint64_t seed,
+                      bool freeze_encoder = false)
+      : encoder_(ps_, c), head_(ps_, with_width(hc, c.d_model), o), freeze_(freeze_encoder) {
+    ps_.allocate();
+    ps_.init(seed);
+  }
+  NegativeMiningModel(const NegativeMiningModel&) = delete;
+  NegativeMiningModel& operator=(const NegativeMiningModel&) = delete;
+
+  nn::ParameterSet<B, T>& params() { return ps_; }
+  Encoder& encoder() { return encoder_; }
+  const Head& head() const { return head_; }
+  index_t d_model() const { return encoder_.config().d_model; }
+
+  // tokens, labels: per item (nb.items index them); pad: the padding id.
+  objectives::NegativeMiningResult step(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
+                                        const samplers::NegativeBatch& nb, std::int32_t pad, bool with_gradient) {
+    samplers::pad_rows<B>(tokens, nb.items, pad, ids_, valid_);
+    H_.resize(Shape{ids_.dim(0), ids_.dim(1), d_model()});
+    encoder_.encode(ids_.cview(), valid_.cview(), H_.view(), enc_);
+    anchor_labels_.clear();
+    for (index_t a = 0; a < nb.rows.anchors; ++a) {
+      const index_t item = nb.items[static_cast<std::size_t>(a)];
+      PLM_CHECK(item >= 0 && item < static_cast<index_t>(labels.size()), "NegativeMiningModel::step: anchor item ", item, " outside the ",
+                labels.size(), " labels");
+      anchor_labels_.push_back(labels[static_cast<std::size_t>(item)]);
+    }
+    const auto r = head_.forward(H_.cview(), valid_.cview(), nb.rows, anchor_labels_, work_, with_gradient);
+    if (!with_gradient) return r;
+    dH_.resize(H_.shape());
+    head_.backward(H_.cview(), dH_.view(), work_);
+    if (!freeze_) encoder_.encode_backward(dH_.cview(), enc_);
+    return r;
+  }
+
+  // Over proteins (items of tokens / labels) in batches of `batch`, shortest first.
+  ClassifierEvaluation evaluate(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
+                                std::vector<index_t> proteins, index_t batch, std::int32_t pad) {
+    std::stable_sort(proteins.begin(), proteins.end(), [&](index_t a, index_t b) {
+      return tokens.at(static_cast<std::size_t>(a)).size() < tokens.at(static_cast<std::size_t>(b)).size();
+    });
+    ClassifierEvaluation e{0, ConfusionMatrix(head_classes())};
+    for_batches(tokens, labels, proteins, batch, pad, [&](const samplers::NegativeBatch& nb, const objectives::NegativeMiningResult& r) {
+      e.loss += r.supervised * double(nb.items.size());
+      for (std::size_t k = 0; k < nb.items.size(); ++k) e.cm.add(labels[static_cast<std::size_t>(nb.items[k])], r.predicted[k]);
+    });
+    e.loss /= double(std::max<std::size_t>(proteins.size(), 1));
+    return e;
+  }
+
+  // Pooled representations (proteins.size(), d_model) of proteins, in their order.
+  Tensor<cpu, T> embed(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
+                       const std::vector<index_t>& proteins, index_t batch, std::int32_t pad) {
+    Tensor<cpu, T> out(Shape{static_cast<index_t>(proteins.size()), d_model()});
+    index_t row = 0;
+    for_batches(tokens, labels, proteins, batch, pad, [&](const samplers::NegativeBatch& nb, const objectives::NegativeMiningResult&) {
+      download(head_.pooled(work_), out.data() + row * d_model());
+      row += nb.rows.anchors;
+    });
+    return out;
+  }
+
+ private:
+  static objectives::NegativeMiningHeadConfig with_width(objectives::NegativeMiningHeadConfig hc, index_t d) {
+    hc.d_model = d;
+    return hc;
+  }
+  std::int32_t head_classes() const { return static_cast<std::int32_t>(head_.head().out_features()); }
+  // Forward passes without gradient over proteins cut into anchor-only batches.
+  template <class F>
+  void for_batches(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
+                   const std::vector<index_t>& proteins, index_t batch, std::int32_t pad, F&& f) {
+    PLM_CHECK(batch > 0, "NegativeMiningModel: batch ", batch, " must be positive");
+    for (std::size_t s = 0; s < proteins.size(); s += static_cast<std::size_t>(batch)) {
+      const auto first = proteins.begin() + static_cast<long>(s);
+      const auto nb = samplers::make_negative_batch({first, first + static_cast<long>(std::min(proteins.size() - s, std::size_t(batch)))});
+      f(nb, step(tokens, labels, nb, pad, false));
+    }
+  }
+
+  nn::ParameterSet<B, T> ps_;  // declared first: the layers below register into it
+  Encoder encoder_;
+  Head head_;
+  bool freeze_ = false;
+  typename Encoder::Cache enc_;
+  typename Head::Work work_;
+  Tensor<B, std::int32_t> ids_;
+  Tensor<B, std::uint8_t> valid_;
+  Tensor<B, T> H_, dH_;
+  std::vector<std::int32_t> anchor_labels_;
+};
+
+}  // namespace plm::train
