@@ -32,6 +32,7 @@ template <class B>
 struct ops {
   static_assert(is_backend_v<B>, "plm: ops<B> needs a backend tag: plm::cpu or plm::cuda");
   static_assert(!std::is_same_v<B, cuda>, "plm: ops<plm::cuda> is declared by plm/cuda.hpp; include it");
+  static_assert(!std::is_same_v<B, cpu>, "plm: ops<plm::cpu> is declared by plm/plm.hpp; include it");
 };
 
 }  // namespace plm

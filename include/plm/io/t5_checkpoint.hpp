@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "plm/backend/cpu/ops.hpp"  // host-side conversions (ops<cpu>::convert)
 #include "plm/core/type_tag.hpp"
 #include "plm/io/hf_config.hpp"
 #include "plm/io/safetensors.hpp"

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/backend/softmax_mask.hpp"
 #include "plm/nn/dropout.hpp"
 #include "plm/nn/linear.hpp"

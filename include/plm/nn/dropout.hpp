@@ -7,7 +7,7 @@
 
 #include "plm/core/error.hpp"
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 
 namespace plm::nn {
 

@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <string>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/parameters.hpp"
 
 namespace plm::nn {

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <string>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/dropout.hpp"
 #include "plm/nn/linear.hpp"
 

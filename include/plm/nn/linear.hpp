@@ -2,7 +2,7 @@
 // Linear: y = x W^T (+ b). W is (out, in), Hugging Face's nn.Linear layout.
 #include <string>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/parameters.hpp"
 
 namespace plm::nn {

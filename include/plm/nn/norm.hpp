@@ -3,7 +3,7 @@
 // so a model takes either as its norm policy.
 #include <string>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/parameters.hpp"
 
 namespace plm::nn {

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/attention.hpp"
 
 namespace plm::nn {

@@ -4,7 +4,7 @@
 // arguments; sizes stay runtime values in the config.
 #include <string>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/norm.hpp"
 
 namespace plm::nn {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/parameters.hpp"
 
 namespace plm::nn {

@@ -24,7 +24,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 
 namespace plm::objectives {
 

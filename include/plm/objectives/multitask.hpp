@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 
 namespace plm::objectives {
 

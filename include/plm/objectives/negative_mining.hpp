@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/pair_attention.hpp"
 #include "plm/nn/pooling.hpp"
 #include "plm/nn/readout.hpp"

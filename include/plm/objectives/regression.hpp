@@ -7,7 +7,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 
 namespace plm::objectives {
 

@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/optim/param_groups.hpp"
 
 namespace plm::optim {

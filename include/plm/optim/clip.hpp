@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/nn/parameters.hpp"
 
 namespace plm::optim {

@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "plm/backend/cpu/ops.hpp"
+#include "plm/backend/ops.hpp"
 #include "plm/core/error.hpp"
 #include "plm/core/philox.hpp"
 
