@@ -238,3 +238,21 @@ TEST_CASE("Optimizer: AdamW and Adafactor behind one type step exactly as the cl
   empty.add("w", Shape{2}, 0.1);
   check_error([&] { optim::make_optimizer<cpu, double>("adamw", empty); }, "must be allocated");
 }
+
+TEST_CASE("ParamGroups: a matching rule sets the lr multiplier but never decays a vector") {
+  nn::ParameterSet<cpu, double> ps;
+  ps.add("encoder.w", Shape{2, 2}, 0.0);
+  ps.add("encoder.norm.weight", Shape{2}, 0.0);
+  ps.add("head.w", Shape{2, 2}, 0.0);
+  ps.allocate();
+  optim::ParamGroups groups;
+  groups.add("encoder.", {0.1});  // weight_decay defaults to true in the rule
+  const auto g = groups.resolve(ps);
+  CHECK(g[0].lr_multiplier == 0.1);
+  CHECK(g[0].weight_decay);
+  CHECK(g[1].lr_multiplier == 0.1);
+  CHECK_FALSE(g[1].weight_decay);  // the norm scale keeps its value
+  CHECK(g[2].lr_multiplier == 1.0);
+  groups.decay_vectors = true;
+  CHECK(groups.resolve(ps)[1].weight_decay);
+}

@@ -82,8 +82,7 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
   // One AdamW; the backbone at lr x --backbone-lr-mult, or with --freeze at lr 0 and without weight decay, so
   // its weights stay bit-exact (step() also skips its backward). Norm scales (rank 1) are never decayed.
   optim::ParamGroups groups;
-  for (index_t i = m.encoder().param_range().begin; i < m.encoder().param_range().end; ++i)
-    groups.add(ps.entry(i).name, {o.freeze ? 0.0 : o.backbone_lr_mult, !o.freeze && ps.entry(i).shape.rank() > 1});
+  for (const char* backbone : {"shared.", "encoder."}) groups.add(backbone, {o.freeze ? 0.0 : o.backbone_lr_mult, !o.freeze});
   optim::Optimizer<B, float> opt(optim::OptimizerKind::adamw, ps, {o.weight_decay}, groups);
 
   const auto train_set = d.of(data::Split::train), valid_set = d.of(data::Split::valid), test_set = d.of(data::Split::test);

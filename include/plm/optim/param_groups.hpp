@@ -21,8 +21,9 @@ class ParamGroups {
     rules_.push_back({std::move(prefix), s});
     return *this;
   }
-  // Rank-1 parameters (norm weights, biases) are exempt from weight decay unless
-  // a rule says otherwise: decaying a norm's scale towards 0 fights the norm.
+  // Rank-1 parameters (norm weights, biases) are exempt from weight decay,
+  // whatever rule matches them, unless decay_vectors is set: decaying a norm's
+  // scale towards 0 fights the norm.
   bool decay_vectors = false;
 
   template <class B, class T>
@@ -30,14 +31,15 @@ class ParamGroups {
     std::vector<GroupSettings> out;
     for (const auto& e : ps.entries()) {
       GroupSettings s;
-      bool matched = false;
       for (const auto& r : rules_)
         if (e.name.rfind(r.prefix, 0) == 0) {
           s = r.settings;
-          matched = true;
           break;
         }
-      if (!matched && e.shape.rank() <= 1 && !decay_vectors) s.weight_decay = false;
+      // A rule sets the multiplier and can switch decay off; it never turns
+      // decay on for a vector: groups.add("encoder.", {0.1}) for a slower
+      // backbone must not start shrinking its norm scales.
+      if (e.shape.rank() <= 1 && !decay_vectors) s.weight_decay = false;
       out.push_back(s);
     }
     return out;
