@@ -23,13 +23,11 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <filesystem>
 #include <numeric>
 #include <string>
 #include <vector>
 
 using namespace plm;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -148,12 +146,8 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
-    const auto cfg = io::read_t5_config((fs::path(o.model) / "config.json").string());
     return train::run_on_device(o.device, [&](auto backend) {
-      using B = decltype(backend);
-      if (cfg.feed_forward_proj == "gated-silu") return embed<nn::Ankh3Model<B, float>>(o);
-      if (cfg.feed_forward_proj == "gated-gelu") return embed<nn::AnkhModel<B, float>>(o);
-      PLM_FAIL(o.model, "/config.json: feed_forward_proj '", cfg.feed_forward_proj, "' is not an Ankh model (gated-gelu or gated-silu)");
+      return io::with_t5_checkpoint_type<decltype(backend)>(o.model, [&](auto model) { return embed<typename decltype(model)::type>(o); });
     });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nankh3_embed: %s\n", e.what());
