@@ -1,5 +1,5 @@
 #pragma once
-// Helpers shared by the op tests: random tensors and tolerance-aware comparisons.
+// Helpers shared by the tests: random tensors, tolerance-aware comparisons, expected errors, temporary files.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -7,8 +7,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include <zlib.h>
 
 #include "plm/plm.hpp"
 #include "plm/testing/gradient_check.hpp"
@@ -85,5 +88,18 @@ struct TempDir {
     return names;
   }
 };
+
+// Writes a test input file, plain or gzip-compressed.
+inline void write_file(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(content.data(), static_cast<std::streamsize>(content.size()));
+  REQUIRE(out.good());
+}
+inline void write_gzip(const std::string& path, const std::string& content) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  REQUIRE(f != nullptr);
+  REQUIRE(gzwrite(f, content.data(), static_cast<unsigned>(content.size())) == static_cast<int>(content.size()));
+  REQUIRE(gzclose(f) == Z_OK);
+}
 
 }  // namespace plm::test

@@ -22,24 +22,15 @@
 using namespace plm;
 using namespace plm::data;
 using plm::test::check_error;
+using plm::test::write_file;
+using plm::test::write_gzip;
 using plm::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
 
 
-void write_file(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(content.data(), static_cast<std::streamsize>(content.size()));
-  REQUIRE(out.good());
-}
 
-void write_gzip(const std::string& path, const std::string& content) {
-  gzFile f = gzopen(path.c_str(), "wb");
-  REQUIRE(f != nullptr);
-  REQUIRE(gzwrite(f, content.data(), static_cast<unsigned>(content.size())) == static_cast<int>(content.size()));
-  REQUIRE(gzclose(f) == Z_OK);
-}
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

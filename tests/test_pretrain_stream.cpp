@@ -19,6 +19,8 @@
 using namespace plm;
 using namespace plm::samplers;
 using plm::test::check_error;
+using plm::test::write_file;
+using plm::test::write_gzip;
 using plm::test::TempDir;
 
 namespace {
@@ -37,18 +39,7 @@ std::string random_fasta(int n, std::uint64_t seed) {
   return s;
 }
 
-void write_file(const std::string& path, const std::string& content) {
-  std::ofstream out(path, std::ios::binary);
-  out << content;
-  REQUIRE(out.good());
-}
 
-void write_gzip(const std::string& path, const std::string& content) {
-  gzFile f = gzopen(path.c_str(), "wb");
-  REQUIRE(f != nullptr);
-  REQUIRE(gzwrite(f, content.data(), static_cast<unsigned>(content.size())) == static_cast<int>(content.size()));
-  REQUIRE(gzclose(f) == Z_OK);
-}
 
 Ankh3Sampler make_sampler(bool per_batch) {
   Ankh3Options so;
