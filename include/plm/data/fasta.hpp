@@ -4,10 +4,11 @@
 // FastaReader reads through a fixed buffer and keeps only the current record
 // in memory, so a multi-gigabyte UniRef file costs a few megabytes; a line may
 // be any length (a 35,000-residue titin on one line, or tens of MB). Files go
-// through zlib's gzread, which decompresses gzip (files starting with the
-// magic bytes 1f 8b, including concatenated members as bgzip writes them) and
-// passes other files through unchanged. A truncated or corrupt gzip stream is
-// an error naming the file, never a silent end of data.
+// through detail::ByteSource (byte_source.hpp), which inflates gzip (files
+// starting with the magic bytes 1f 8b, all concatenated members, as bgzip
+// writes them) and passes other files through unchanged. A truncated or
+// corrupt gzip stream, or bytes after the last member that are not a member,
+// is an error naming the file, never a silent end of data.
 //
 // Format: a record is a header line ">id description" followed by sequence
 // lines. CRLF, blank lines and a missing final newline are accepted;
@@ -21,8 +22,7 @@
 // and skipped); a training checkpoint stores it as the data cursor, and
 // skip_to(position) on a fresh reader reads forward to it. There is no index,
 // so resuming costs one forward read of the file up to that point.
-#include <zlib.h>
-
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstddef>
@@ -37,6 +37,7 @@
 
 #include "plm/core/error.hpp"
 #include "plm/core/philox.hpp"
+#include "plm/data/byte_source.hpp"
 #include "plm/data/vocabulary.hpp"  // detail::describe_char
 
 namespace plm::data {
@@ -108,12 +109,6 @@ inline const std::array<FastaChar, 256>& fasta_char_classes() {
 
 inline bool fasta_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
 
-struct GzClose {
-  void operator()(gzFile_s* f) const {
-    if (f) gzclose(f);
-  }
-};
-
 }  // namespace detail
 
 class FastaReader {
@@ -124,7 +119,13 @@ class FastaReader {
               "FastaReader: ", path_, ": buffer_bytes ", options_.buffer_bytes, " outside [1, 2^30]");
     PLM_CHECK(options_.max_length == 0 || options_.min_length <= options_.max_length, "FastaReader: ", path_,
               ": min_length ", options_.min_length, " exceeds max_length ", options_.max_length);
-    buf_.resize(options_.buffer_bytes);
+    // The read buffer need not exceed the file (a gzip file's compressed size is only a hint for
+    // its contents, and a smaller buffer only means more reads): small files cost little.
+    std::error_code ec;
+    const auto file_bytes = std::filesystem::file_size(path_, ec);
+    std::size_t size = options_.buffer_bytes;
+    if (!ec && file_bytes < size) size = std::max<std::size_t>(static_cast<std::size_t>(file_bytes), std::min<std::size_t>(size, 4096));
+    buf_.resize(size);
     open();
   }
 
@@ -168,9 +169,7 @@ class FastaReader {
     std::error_code ec;
     if (!std::filesystem::exists(path_, ec)) PLM_FAIL("FastaReader: ", path_, ": no such file");
     if (std::filesystem::is_directory(path_, ec)) PLM_FAIL("FastaReader: ", path_, ": is a directory");
-    file_.reset(gzopen(path_.c_str(), "rb"));
-    if (!file_) PLM_FAIL("FastaReader: ", path_, ": cannot open: ", std::strerror(errno));
-    gzbuffer(file_.get(), 1u << 18);  // zlib's input buffer; before the first read, as zlib requires
+    if (!file_.open(path_)) PLM_FAIL("FastaReader: ", path_, ": ", file_.error());
     pos_ = end_ = 0;
     eof_ = false;
     line_ = 1;
@@ -231,19 +230,9 @@ class FastaReader {
   bool fill() {
     if (pos_ < end_) return true;
     if (eof_) return false;
-    const int n = gzread(file_.get(), buf_.data(), static_cast<unsigned>(buf_.size()));
-    if (n < 0) {
-      int err = Z_OK;
-      const char* msg = gzerror(file_.get(), &err);
-      PLM_FAIL("FastaReader: ", path_, ": read error after line ", line_, ": ", msg,
-               err == Z_DATA_ERROR ? " (corrupt gzip data)" : "");
-    }
+    const std::ptrdiff_t n = file_.read(buf_.data(), buf_.size());
+    if (n < 0) PLM_FAIL("FastaReader: ", path_, ": after line ", line_, ": ", file_.error());
     if (n == 0) {
-      // gzread reports a truncated gzip member as end of data; only gzerror tells them apart.
-      int err = Z_OK;
-      const char* msg = gzerror(file_.get(), &err);
-      if (err != Z_OK)
-        PLM_FAIL("FastaReader: ", path_, ": truncated or corrupt gzip stream after line ", line_, ": ", msg);
       eof_ = true;
       return false;
     }
@@ -363,7 +352,7 @@ class FastaReader {
 
   std::string path_;
   FastaOptions options_;
-  std::unique_ptr<gzFile_s, detail::GzClose> file_;
+  detail::ByteSource file_;
   std::vector<char> buf_;
   std::size_t pos_ = 0, end_ = 0;
   bool eof_ = false;
