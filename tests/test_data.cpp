@@ -284,7 +284,7 @@ TEST_CASE("Vocabulary::from_tokenizer_json: errors name the file") {
   TempDir tmp;
   const std::string bad = tmp.file("broken.json");
   write_file(bad, R"({"model": {"vocab": {"<pad>": 0,)");
-  check_error([&] { (void)Vocabulary::from_tokenizer_json(bad); }, bad, "malformed JSON");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(bad); }, bad, "not valid JSON");
 
   const std::string dup = tmp.file("dup.json");
   write_file(dup, R"({"model": {"vocab": {"<pad>": 0, "</s>": 1, "<unk>": 1}}})");
@@ -300,8 +300,21 @@ TEST_CASE("Vocabulary::from_tokenizer_json: errors name the file") {
   check_error([&] { (void)Vocabulary::from_tokenizer_json(no_unk); }, no_unk, "unk", "'<unk>'", "missing");
 
   const std::string hole = tmp.file("hole.json");
-  write_file(hole, R"({"model": {"vocab": {"<pad>": 0, "</s>": 2, "<unk>": 3}}})");
+  write_file(hole, R"({"added_tokens": [{"id": 0, "content": "<pad>"}], "model": {"vocab": {"<pad>": 0, "</s>": 2, "<unk>": 3}}})");
   check_error([&] { (void)Vocabulary::from_tokenizer_json(hole); }, hole, "no token has id 1");
+
+  // An id beyond the number of tokens listed is refused before anything is allocated (35 bytes once allocated ~700 MB).
+  const std::string huge = tmp.file("huge.json");
+  write_file(huge, R"({"model":{"vocab":{"A":16000000}}})");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(huge); }, huge, "id 16000000", "lists only 1 tokens");
+  const std::string huge_added = tmp.file("huge_added.json");
+  write_file(huge_added, R"({"added_tokens":[{"id":9999999,"content":"x"}],"model":{"vocab":[["<pad>",0]]}})");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(huge_added); }, huge_added, "added_tokens", "id 9999999");
+
+  // Deep nesting is refused before parsing, naming the byte.
+  const std::string deep = tmp.file("deep.json");
+  write_file(deep, R"({"model": {"vocab": )" + std::string(100000, '[') + std::string(100000, ']') + "}}");
+  check_error([&] { (void)Vocabulary::from_tokenizer_json(deep); }, deep, "nested deeper than 64 levels", "at byte 82");
 
   const std::string no_model = tmp.file("no_model.json");
   write_file(no_model, R"({"vocab": {}})");
@@ -428,6 +441,43 @@ TEST_CASE("FastaReader: a gzip file gives the records of the plain file") {
   const std::string bad = tmp.file("corrupt.fasta.gz");
   write_file(bad, corrupt);
   check_error([&] { (void)read_all(bad); }, bad);
+}
+
+TEST_CASE("FastaReader: gzip members are read whole, and bytes after the last one are an error") {
+  TempDir tmp;
+  const std::string first = ">a\nMKTAYIAK\n>b\nQRQISFVK\n", second = ">c\nSHFSRQ\n";
+  const std::string a = tmp.file("a.gz"), b = tmp.file("b.gz");
+  write_gzip(a, first);
+  write_gzip(b, second);
+  const std::string ga = read_bytes(a), gb = read_bytes(b);
+  // Two members (cat a.gz b.gz, or bgzip's blocks): every record of both, with a small buffer too.
+  const std::string two = tmp.file("two.fasta.gz");
+  write_file(two, ga + gb);
+  write_file(tmp.file("plain.fasta"), first + second);
+  const auto want = read_all(tmp.file("plain.fasta"));
+  CHECK(want.size() == 3);
+  CHECK(same_records(want, read_all(two)));
+  FastaOptions small;
+  small.buffer_bytes = 3;
+  CHECK(same_records(want, read_all(two, small)));
+  // Plain text after a complete member: an error naming the file, the member and the byte.
+  const std::string text_after = tmp.file("text_after.fasta.gz");
+  write_file(text_after, ga + ">d\nKK\n");
+  check_error([&] { (void)read_all(text_after); }, text_after, "after gzip member 1", "at byte " + std::to_string(ga.size()));
+  // A second member cut to its first byte, or to its header.
+  for (const std::size_t keep : {std::size_t{1}, std::size_t{10}, gb.size() - 1}) {
+    const std::string cut = tmp.file("cut" + std::to_string(keep) + ".fasta.gz");
+    write_file(cut, ga + gb.substr(0, keep));
+    check_error([&] { (void)read_all(cut); }, cut);
+  }
+  // Zero padding after the last member.
+  const std::string padded = tmp.file("padded.fasta.gz");
+  write_file(padded, ga + std::string(16, '\0'));
+  check_error([&] { (void)read_all(padded); }, padded, "not a gzip member");
+  // A one-byte file that is not gzip is plain text (here: not FASTA).
+  const std::string one = tmp.file("one.fasta");
+  write_file(one, "\x1f");
+  check_error([&] { (void)read_all(one); }, one);
 }
 
 TEST_CASE("FastaReader: malformed input names file, line and column") {

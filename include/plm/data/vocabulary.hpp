@@ -33,6 +33,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/core/error.hpp"
+#include "plm/core/json.hpp"
 
 namespace plm::data {
 
@@ -185,12 +186,16 @@ class Vocabulary {
     const nlohmann::json j = read_json(path);
     if (!j.is_object() || !j.contains("model") || !j.at("model").is_object() || !j.at("model").contains("vocab"))
       PLM_FAIL("Vocabulary: ", path, ": not a tokenizer.json: no \"model\": {\"vocab\": ...}");
-    IdTable table(path);
     const nlohmann::json& vocab = j.at("model").at("vocab");
+    // Ids run 0..n-1 without a hole, so no id can reach the number of entries listed: a bound
+    // known before anything is allocated (a 35-byte file with id 10^7 must not allocate).
+    const nlohmann::json* added_tokens = j.contains("added_tokens") ? &j.at("added_tokens") : nullptr;
+    const std::size_t listed = vocab.size() + (added_tokens && added_tokens->is_array() ? added_tokens->size() : 0);
+    IdTable table(path, static_cast<std::int64_t>(listed));
     if (vocab.is_object()) {
       for (auto it = vocab.begin(); it != vocab.end(); ++it) {
         if (!it.value().is_number_integer())
-          PLM_FAIL("Vocabulary: ", path, ": model.vocab[\"", it.key(), "\"] is ", it.value().dump(), ", not an integer id");
+          PLM_FAIL("Vocabulary: ", path, ": model.vocab[\"", it.key(), "\"] is ", json_excerpt(it.value()), ", not an integer id");
         table.put(it.value().get<std::int64_t>(), it.key(), "model.vocab", false);
       }
     } else if (vocab.is_array()) {
@@ -199,7 +204,7 @@ class Vocabulary {
         const nlohmann::json* piece = &e;
         if (e.is_array() && !e.empty()) piece = &e[0];
         if (!piece->is_string())
-          PLM_FAIL("Vocabulary: ", path, ": model.vocab[", i, "] is ", e.dump(), ", not a [piece, score] pair");
+          PLM_FAIL("Vocabulary: ", path, ": model.vocab[", i, "] is ", json_excerpt(e), ", not a [piece, score] pair");
         table.put(static_cast<std::int64_t>(i), piece->get<std::string>(), "model.vocab", false);
       }
     } else {
@@ -212,7 +217,7 @@ class Vocabulary {
         const nlohmann::json& a = added[i];
         if (!a.is_object() || !a.contains("id") || !a.at("id").is_number_integer() || !a.contains("content") ||
             !a.at("content").is_string())
-          PLM_FAIL("Vocabulary: ", path, ": added_tokens[", i, "] is ", a.dump(), ", not {\"id\": int, \"content\": string}");
+          PLM_FAIL("Vocabulary: ", path, ": added_tokens[", i, "] is ", json_excerpt(a), ", not {\"id\": int, \"content\": string}");
         table.put(a.at("id").get<std::int64_t>(), a.at("content").get<std::string>(), "added_tokens", true);
       }
     }
@@ -366,11 +371,15 @@ class Vocabulary {
   // Collects id -> token pairs from a tokenizer.json; errors name the file.
   class IdTable {
    public:
-    explicit IdTable(const std::string& path) : path_(path) {}
+    // listed: how many entries the file gives; ids must run 0..listed-1 at most.
+    IdTable(const std::string& path, std::int64_t listed) : path_(path), listed_(listed) {}
     void put(std::int64_t id, const std::string& token, const char* where, bool repeat_ok) {
       // 2^24 ids is far beyond any protein vocabulary and keeps a bad id from allocating gigabytes.
       if (id < 0 || id >= (std::int64_t{1} << 24))
         PLM_FAIL("Vocabulary: ", path_, ": ", where, ": token '", token, "' has id ", id, ", outside [0, 2^24)");
+      if (id >= listed_)
+        PLM_FAIL("Vocabulary: ", path_, ": ", where, ": token '", token, "' has id ", id, ", but the file lists only ", listed_,
+                 " tokens (ids must run 0..", listed_ - 1, " without a hole)");
       const auto k = static_cast<std::size_t>(id);
       if (k >= tokens_.size()) {
         tokens_.resize(k + 1);
@@ -394,6 +403,7 @@ class Vocabulary {
 
    private:
     std::string path_;
+    std::int64_t listed_;
     std::vector<std::string> tokens_;
     std::vector<unsigned char> filled_;
   };
@@ -477,12 +487,17 @@ class Vocabulary {
   }
 
   static nlohmann::json read_json(const std::string& path) {
+    const JsonLimits limits;  // 64 MiB, 64 levels
     std::ifstream in = open_file(path);
-    try {
-      return nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      PLM_FAIL("Vocabulary: ", path, ": malformed JSON: ", e.what());
-    }
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) PLM_FAIL("Vocabulary: ", path, ": cannot read its size: ", ec.message());
+    if (size > limits.max_bytes)
+      PLM_FAIL("Vocabulary: ", path, ": ", size, " bytes exceed the tokenizer file limit of ", limits.max_bytes, " bytes");
+    std::string text(static_cast<std::size_t>(size), '\0');
+    in.read(text.data(), static_cast<std::streamsize>(size));
+    if (in.gcount() != static_cast<std::streamsize>(size)) PLM_FAIL("Vocabulary: ", path, ": read error");
+    return parse_json(text, "Vocabulary", path, limits);
   }
 
   bool in_range(std::int32_t id) const { return id >= 0 && id < size(); }

@@ -32,6 +32,7 @@
 #include "plm/backend/tags.hpp"
 #include "plm/core/dtype.hpp"
 #include "plm/core/error.hpp"
+#include "plm/core/json.hpp"
 #include "plm/core/shape.hpp"
 #include "plm/core/tensor.hpp"
 #include "plm/io/atomic_file.hpp"
@@ -124,12 +125,6 @@ inline std::string shape_str(const std::vector<std::int64_t>& s) {
   std::string out = "(";
   for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + (s.size() == 1 ? ",)" : ")");
-}
-
-// A JSON value for an error message, cut short: a hostile header can be 100 MB.
-inline std::string short_dump(const nlohmann::json& j) {
-  std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
 }
 
 // One stored element, decoded to the value conversions start from: double or
@@ -307,12 +302,7 @@ class SafetensorsReader {
   }
 
   void parse_header(const std::string& text) {
-    nlohmann::json header;
-    try {
-      header = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      fail("header is not valid JSON: ", e.what());
-    }
+    const nlohmann::json header = parse_json(text, "safetensors", path_ + ": header", {max_header_bytes, 16});
     if (!header.is_object()) fail("header is not a JSON object but ", header.type_name());
     for (const auto& [key, value] : header.items()) {
       if (key == "__metadata__") {
@@ -338,9 +328,9 @@ class SafetensorsReader {
   }
 
   void parse_metadata(const nlohmann::json& m) {
-    if (!m.is_object()) fail("'__metadata__' must be an object of strings, got ", detail::short_dump(m));
+    if (!m.is_object()) fail("'__metadata__' must be an object of strings, got ", json_excerpt(m));
     for (const auto& [k, v] : m.items()) {
-      if (!v.is_string()) fail("'__metadata__' value of '", k, "' must be a string, got ", detail::short_dump(v));
+      if (!v.is_string()) fail("'__metadata__' value of '", k, "' must be a string, got ", json_excerpt(v));
       metadata_.emplace(k, v.get<std::string>());
     }
   }
@@ -348,24 +338,24 @@ class SafetensorsReader {
   TensorInfo parse_entry(const std::string& name, const nlohmann::json& e) const {
     TensorInfo t;
     t.name = name;
-    if (!e.is_object()) fail("tensor '", name, "': entry must be an object, got ", detail::short_dump(e));
+    if (!e.is_object()) fail("tensor '", name, "': entry must be an object, got ", json_excerpt(e));
     for (const char* field : {"dtype", "shape", "data_offsets"})
       if (!e.contains(field)) fail("tensor '", name, "': missing '", field, "'");
 
     const nlohmann::json& dtype = e.at("dtype");
-    if (!dtype.is_string()) fail("tensor '", name, "': 'dtype' must be a string, got ", detail::short_dump(dtype));
+    if (!dtype.is_string()) fail("tensor '", name, "': 'dtype' must be a string, got ", json_excerpt(dtype));
     t.dtype = dtype.get<std::string>();
     const std::size_t elem = detail::safetensors_dtype_size(t.dtype);
     if (elem == 0) fail("tensor '", name, "': unknown dtype '", t.dtype, "'");
 
     const nlohmann::json& shape = e.at("shape");
-    if (!shape.is_array()) fail("tensor '", name, "': 'shape' must be an array of integers, got ", detail::short_dump(shape));
+    if (!shape.is_array()) fail("tensor '", name, "': 'shape' must be an array of integers, got ", json_excerpt(shape));
     std::uint64_t numel = 1;
     bool overflow = false;
     for (const nlohmann::json& d : shape) {
       if (!d.is_number_integer())
-        fail("tensor '", name, "': 'shape' must be an array of integers, got ", detail::short_dump(shape));
-      if (!d.is_number_unsigned()) fail("tensor '", name, "': negative dimension ", d.get<std::int64_t>(), " in shape ", detail::short_dump(shape));
+        fail("tensor '", name, "': 'shape' must be an array of integers, got ", json_excerpt(shape));
+      if (!d.is_number_unsigned()) fail("tensor '", name, "': negative dimension ", d.get<std::int64_t>(), " in shape ", json_excerpt(shape));
       const auto v = d.get<std::uint64_t>();
       if (v > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         fail("tensor '", name, "': dimension ", v, " is too large");
@@ -376,9 +366,9 @@ class SafetensorsReader {
 
     const nlohmann::json& off = e.at("data_offsets");
     if (!off.is_array() || off.size() != 2 || !off[0].is_number_integer() || !off[1].is_number_integer())
-      fail("tensor '", name, "': 'data_offsets' must be [begin, end], two integers, got ", detail::short_dump(off));
+      fail("tensor '", name, "': 'data_offsets' must be [begin, end], two integers, got ", json_excerpt(off));
     if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      fail("tensor '", name, "': 'data_offsets' ", detail::short_dump(off), " must not be negative");
+      fail("tensor '", name, "': 'data_offsets' ", json_excerpt(off), " must not be negative");
     t.begin = off[0].get<std::uint64_t>();
     t.end = off[1].get<std::uint64_t>();
     if (t.begin > t.end) fail("tensor '", name, "': data_offsets begin ", t.begin, " is after end ", t.end);
