@@ -14,7 +14,7 @@ for s in greedy sample top-k top-p beam; do
   if grep -q '[^A-Z]' "$work/$s.residues"; then echo "FAIL: $s completion holds non-residue text"; exit 1; fi
 done
 "$complete" --model "$model" --fasta "$fasta" --strategy sample --temperature 0 > "$work/t0.txt" 2>&1 && { echo "FAIL: temperature 0 accepted"; exit 1; }
-grep -q "temperature must be positive" "$work/t0.txt" || { echo "FAIL: unclear error"; cat "$work/t0.txt"; exit 1; }
+grep -q -- "--temperature: must be positive, got 0" "$work/t0.txt" || { echo "FAIL: unclear error"; cat "$work/t0.txt"; exit 1; }
 
 zcat -f "$fasta" | awk '/^>/{n++} n<=20' > "$work/20.fasta"
 "$embed" --model "$model" --fasta "$work/20.fasta" --out "$work/emb.safetensors" --per-residue 2> "$work/embed.log"

@@ -39,6 +39,32 @@ TEST_CASE("Shape: rank, numel, rows, printing, validation") {
   CHECK_THROWS_WITH_AS(s[3], doctest::Contains("dimension 3 out of range for (2, 3, 5)"), Error);
 }
 
+TEST_CASE("Shape: dimensions whose product overflows are refused, naming the shape") {
+  const index_t big = index_t(1) << 62;
+  CHECK(Shape{big, 1}.numel() == big);
+  CHECK(Shape{index_t(1) << 31, index_t(1) << 31, 1}.numel() == big);
+  CHECK((Shape{big, 0}).numel() == 0);
+  CHECK_THROWS_WITH_AS((Shape{big, 4}), doctest::Contains("Shape: (4611686018427387904, 4) has more than 2^63 - 1 elements"), Error);
+  CHECK_THROWS_WITH_AS((Shape{index_t(1) << 31, index_t(1) << 31, 2}), doctest::Contains("(2147483648, 2147483648, 2) has more than"), Error);
+  // rows() multiplies all but the last dimension: a zero last dimension does not make the rest safe
+  CHECK_THROWS_WITH_AS((Shape{big, 4, 0}), doctest::Contains("product of its dimensions overflows"), Error);
+  // a d_model of 2^62 from a config file: the tensors it would size are refused before any allocation
+  CHECK_THROWS_AS((Tensor<cpu, float>(Shape{2, 3, big})), Error);
+}
+
+TEST_CASE("Tensor: an allocation larger than the machine's memory is a plm::Error saying how much") {
+  // 4 TiB: refused by the kernel's overcommit heuristic (and by ASan with allocator_may_return_null=1).
+  std::string msg;
+  try {
+    Tensor<cpu, float> t(Shape{index_t(1) << 40});
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  INFO(msg);
+  CHECK(msg.find("out of memory allocating 4398046511104 bytes") != std::string::npos);
+  CHECK(msg.find("4096 GiB") != std::string::npos);
+}
+
 TEST_CASE("Tensor: ownership, views, reshape, slice, index, resize") {
   Tensor<cpu, float> t(Shape{3, 4});
   for (int i = 0; i < 12; ++i) t.data()[i] = static_cast<float>(i);

@@ -364,6 +364,45 @@ TEST_CASE("incremental decoding with the key/value cache equals recomputing the 
   CHECK(distinct.size() > 2);  // a non-degenerate sequence, so the comparison means something
 }
 
+TEST_CASE("T5Config: sizes beyond sane bounds and size products are refused by name") {
+  auto bad = [](auto edit, const std::string& part) {
+    T5Config c = T5Config::ankh3_tiny();
+    edit(c);
+    check_error([&] { c.validate(); }, part);
+  };
+  bad([](T5Config& c) { c.d_ff = 1000000000000; }, "T5Config: d_ff = 1000000000000 is out of range [1, 1048576]");
+  bad([](T5Config& c) { c.d_model = index_t(1) << 62; }, "T5Config: d_model = 4611686018427387904 is out of range [1, 1048576]");
+  bad([](T5Config& c) { c.num_heads = 5000; }, "T5Config: num_heads = 5000 is out of range [1, 4096]");
+  bad([](T5Config& c) { c.num_layers = 1025; }, "T5Config: num_layers = 1025 is out of range [1, 1024]");
+  bad([](T5Config& c) { c.num_decoder_layers = -1; }, "T5Config: num_decoder_layers = -1 is out of range [0, 1024]");
+  bad([](T5Config& c) { c.vocab_size = (index_t(1) << 24) + 1; }, "T5Config: vocab_size = 16777217 is out of range [1, 16777216]");
+  bad([](T5Config& c) { c.relative_attention_num_buckets = 2; }, "relative_attention_num_buckets = 2 is out of range [4, 65536]");
+  bad([](T5Config& c) { c.relative_attention_num_buckets = 32, c.relative_attention_max_distance = 16; },
+      "relative_attention_max_distance 16 must exceed relative_attention_num_buckets / 2 (16)");
+  // every field within bounds, their products not
+  bad([](T5Config& c) { c.d_kv = 1024, c.num_heads = 4096; }, "T5Config: d_kv * num_heads = 1024 * 4096 = 4194304 exceeds 1048576");
+  bad([](T5Config& c) { c.vocab_size = index_t(1) << 24, c.d_model = index_t(1) << 20; },
+      "T5Config: vocab_size * d_model = 17592186044416 exceeds 1099511627776 (2^40)");
+  bad([](T5Config& c) { c.d_model = index_t(1) << 20, c.d_ff = index_t(1) << 20; }, "parameters exceed 2^40 (vocab_size 256, d_model 1048576");
+  bad([](T5Config& c) { c.initializer_factor = std::nan(""); }, "T5Config: initializer_factor must be positive and finite");
+  bad([](T5Config& c) { c.layer_norm_epsilon = HUGE_VAL; }, "T5Config: layer_norm_epsilon must be positive");
+  // the published models are far inside the bounds; T5-11B's shape too
+  for (const char* name : {"ankh-base", "ankh-large", "ankh3-large", "ankh3-small", "ankh3-tiny"}) CHECK_NOTHROW(T5Config::preset(name).validate());
+  CHECK_NOTHROW(T5Config::ankh3_xl(10240).validate());
+  T5Config t5_11b = T5Config::ankh_base();
+  t5_11b.vocab_size = 32128, t5_11b.d_model = 1024, t5_11b.d_ff = 65536, t5_11b.num_heads = 128, t5_11b.d_kv = 128;
+  t5_11b.num_layers = t5_11b.num_decoder_layers = 24, t5_11b.feed_forward_proj = "relu", t5_11b.tie_word_embeddings = true;
+  CHECK_NOTHROW(t5_11b.validate());
+  CHECK(t5_11b.parameter_count() == doctest::Approx(11.3e9).epsilon(0.02));  // "t5-11b": 11.3 billion parameters
+  // parameter_count() is what the model registers: with and without a decoder, tied or not
+  for (index_t decoder : {0, 2})
+    for (bool tied : {false, true}) {
+      T5Config c = T5Config::ankh3_tiny();
+      c.num_decoder_layers = decoder, c.tie_word_embeddings = tied;
+      CHECK(Ankh3Model<cpu, float>(c, 1).params().numel() == c.parameter_count());
+    }
+}
+
 TEST_CASE("T5Model: presets, config checks, initialisation, names") {
   CHECK(T5Config::preset("ankh-base").d_model == 768);
   CHECK(T5Config::preset("ankh3-large").feed_forward_proj == "gated-silu");

@@ -3,6 +3,7 @@
 #include <array>
 #include <cstdint>
 #include <initializer_list>
+#include <limits>
 #include <ostream>
 #include <string>
 
@@ -22,6 +23,15 @@ class Shape {
     for (index_t d : dims) {
       PLM_CHECK(d >= 0, "Shape: negative dimension ", d);
       dims_[rank_++] = d;
+    }
+    // numel() and rows() multiply dimensions: their product (of the non-zero ones,
+    // which bounds both) must fit in index_t.
+    index_t n = 1;
+    for (int i = 0; i < rank_; ++i) {
+      if (dims_[i] == 0) continue;
+      PLM_CHECK(n <= std::numeric_limits<index_t>::max() / dims_[i], "Shape: ", *this,
+                " has more than 2^63 - 1 elements (the product of its dimensions overflows)");
+      n *= dims_[i];
     }
   }
 

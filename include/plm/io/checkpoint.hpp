@@ -15,11 +15,14 @@
 // damaged file is refused before any parameter is overwritten.
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "plm/core/json.hpp"
 #include "plm/io/safetensors.hpp"
 #include "plm/io/training_state.hpp"
 #include "plm/nn/parameters.hpp"
@@ -94,13 +97,9 @@ TrainingState load_checkpoint(const std::string& path, nn::ParameterSet<B, T>& p
             "', expected '", detail::checkpoint_format, "'");
   PLM_CHECK(get("plm.dtype") == dtype_name(dtype_of_v<T>), "load_checkpoint: ", path, " holds ", get("plm.dtype"),
             " tensors but the model is ", dtype_name(dtype_of_v<T>));
-  nlohmann::json crcs, j;
-  try {
-    crcs = nlohmann::json::parse(get("plm.crc32"));
-    j = nlohmann::json::parse(get("plm.state"));
-  } catch (const nlohmann::json::exception& e) {
-    PLM_FAIL("load_checkpoint: ", path, ": damaged metadata (", e.what(), ")");
-  }
+  const nlohmann::json crcs = parse_json(get("plm.crc32"), "load_checkpoint", path + ": metadata plm.crc32");
+  const nlohmann::json j = parse_json(get("plm.state"), "load_checkpoint", path + ": metadata plm.state");
+  PLM_CHECK(crcs.is_object(), "load_checkpoint: ", path, ": metadata plm.crc32 is not a JSON object (damaged file?)");
   // Names first: nothing is overwritten unless the whole file matches.
   std::vector<std::pair<std::string, TensorView<B, T>>> targets;
   for (index_t i = 0; i < params.size(); ++i) targets.emplace_back("model." + params.entry(i).name, params.value(i));
@@ -137,20 +136,32 @@ TrainingState load_checkpoint(const std::string& path, nn::ParameterSet<B, T>& p
     loaded.emplace_back(v.shape());
     f.read<T>(name, loaded.back().view());
     const std::uint32_t crc = detail::crc32(loaded.back().data(), static_cast<std::size_t>(v.numel()) * sizeof(T));
-    PLM_CHECK(crcs.contains(name) && crcs[name].template get<std::uint32_t>() == crc, "load_checkpoint: ", path, ": tensor '", name,
-              "' is damaged (checksum mismatch)");
+    const auto stored = crcs.find(name);
+    PLM_CHECK(stored != crcs.end() && stored->is_number_unsigned(), "load_checkpoint: ", path, ": tensor '", name,
+              "' has no checksum in the metadata (plm.crc32)");
+    PLM_CHECK(stored->template get<std::uint64_t>() == crc, "load_checkpoint: ", path, ": tensor '", name, "' is damaged (checksum mismatch)");
   }
   for (std::size_t i = 0; i < targets.size(); ++i) upload(loaded[i].data(), targets[i].second);
   TrainingState ts;
   try {
-    ts.step = j.at("step").get<std::int64_t>();
-    ts.seed = j.at("seed").get<std::uint64_t>();
-    ts.epoch = j.at("epoch").get<std::uint64_t>();
-    ts.cursor = j.at("cursor").get<std::uint64_t>();
+    // Integers only: get<>() casts a float such as 1e300, which is undefined
+    // behaviour, and wraps a negative counter (found by tests/fuzz).
+    const auto integer = [&](const char* key, bool non_negative) -> const nlohmann::json& {
+      const nlohmann::json& v = j.at(key);
+      PLM_CHECK(non_negative ? v.is_number_unsigned() : v.is_number_integer(), "load_checkpoint: ", path,
+                ": damaged training state (", key, " is ", json_excerpt(v), ", not ",
+                non_negative ? "a non-negative integer" : "an integer", ")");
+      return v;
+    };
+    ts.step = integer("step", false).template get<std::int64_t>();
+    ts.seed = integer("seed", true).template get<std::uint64_t>();
+    ts.epoch = integer("epoch", true).template get<std::uint64_t>();
+    ts.cursor = integer("cursor", true).template get<std::uint64_t>();
     ts.extra = j.value("extra", nlohmann::json::object());
   } catch (const nlohmann::json::exception& e) {
     PLM_FAIL("load_checkpoint: ", path, ": damaged training state (", e.what(), ")");
   }
+  PLM_CHECK(ts.extra.is_object(), "load_checkpoint: ", path, ": damaged training state (extra is ", ts.extra.type_name(), ", not an object)");
   return ts;
 }
 
@@ -159,10 +170,50 @@ TrainingState load_checkpoint(const std::string& path, nn::ParameterSet<B, T>& p
 // must equal the one stored in ts.extra["fingerprint"]; the error names the key
 // and both values.
 inline void check_fingerprint(const std::string& path, const TrainingState& ts, const nlohmann::json& want) {
-  const auto have = ts.extra.value("fingerprint", nlohmann::json::object());
-  for (auto it = want.begin(); it != want.end(); ++it)
-    PLM_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "--resume: ", path, " was written with ", it.key(), " = ",
-              have.value(it.key(), nlohmann::json()).dump(), ", this run has ", it.value().dump());
+  const auto f = ts.extra.is_object() ? ts.extra.find("fingerprint") : ts.extra.end();
+  PLM_CHECK(f == ts.extra.end() || f->is_object(), "--resume: ", path, ": damaged training state (extra.fingerprint is ", f->type_name(),
+            ", not an object)");
+  const nlohmann::json have = f == ts.extra.end() ? nlohmann::json::object() : *f;
+  for (auto it = want.begin(); it != want.end(); ++it) {
+    const auto h = have.find(it.key());
+    PLM_CHECK(h != have.end() && *h == it.value(), "--resume: ", path, " was written with ", it.key(), " = ",
+              h == have.end() ? std::string("null") : json_excerpt(*h), ", this run has ", json_excerpt(it.value()));
+  }
+}
+
+// A value of a loaded TrainingState's extra, checked: a key that is missing or
+// holds another type (or an integer T cannot hold) is a plm::Error naming the
+// file and the key, never undefined behaviour (const operator[], a float cast
+// to an integer) or a bare nlohmann type_error. T: bool, an integer or floating
+// type, or anything else nlohmann::json converts to.
+template <class T>
+T extra_value(const std::string& path, const TrainingState& ts, const std::string& key) {
+  const auto it = ts.extra.is_object() ? ts.extra.find(key) : ts.extra.end();
+  PLM_CHECK(it != ts.extra.end(), "load_checkpoint: ", path, ": the training state has no '", key, "' (extra.", key,
+            "): a checkpoint of another program?");
+  const nlohmann::json& v = *it;
+  bool fits = true;
+  if constexpr (std::is_same_v<T, bool>) {
+    fits = v.is_boolean();
+  } else if constexpr (std::is_integral_v<T>) {
+    using L = std::numeric_limits<T>;
+    if (v.is_number_unsigned()) {
+      fits = v.template get<std::uint64_t>() <= static_cast<std::uint64_t>(L::max());
+    } else if (v.is_number_integer()) {
+      const auto x = v.template get<std::int64_t>();
+      fits = x < 0 ? L::is_signed && x >= static_cast<std::int64_t>(L::min()) : static_cast<std::uint64_t>(x) <= static_cast<std::uint64_t>(L::max());
+    } else {
+      fits = false;
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    fits = v.is_number();
+  }
+  PLM_CHECK(fits, "load_checkpoint: ", path, ": extra.", key, " = ", json_excerpt(v), " has the wrong type");
+  try {
+    return v.template get<T>();
+  } catch (const nlohmann::json::exception& e) {
+    PLM_FAIL("load_checkpoint: ", path, ": extra.", key, " = ", json_excerpt(v), " has the wrong type (", e.what(), ")");
+  }
 }
 
 }  // namespace plm::io

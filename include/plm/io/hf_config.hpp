@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/core/error.hpp"
+#include "plm/core/json.hpp"
 #include "plm/io/atomic_file.hpp"
 #include "plm/nn/config.hpp"
 
@@ -106,13 +107,11 @@ class ConfigFields {
 
 // Reads a Hugging Face T5 config.json (model_type "t5") and validates it.
 inline nn::T5Config read_t5_config(const std::string& path) {
-  const std::string text = detail::InputFile(path, "config").read_all();
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    PLM_FAIL("config: ", path, ": not valid JSON: ", e.what());
-  }
+  const JsonLimits limits{std::size_t{1} << 20, 32};  // a config.json is a few hundred bytes
+  const detail::InputFile file(path, "config");
+  PLM_CHECK(file.size() <= limits.max_bytes, "config: ", path, ": ", file.size(), " bytes is far too large for a config.json (limit ",
+            limits.max_bytes, ")");
+  const nlohmann::json j = parse_json(file.read_all(), "config", path, limits);
   PLM_CHECK(j.is_object(), "config: ", path, ": the top level must be a JSON object, got ", j.type_name());
   const detail::ConfigFields f(j, path);
 
@@ -148,6 +147,11 @@ inline nn::T5Config read_t5_config(const std::string& path) {
   c.decoder_start_token_id = c.pad_token_id;
   f.integer("decoder_start_token_id", c.decoder_start_token_id);
 
+  // Sizes against the sane bounds first, naming the field as the file spells it.
+  for (const auto& l : nn::T5Config::limits()) {
+    const index_t v = c.*l.field;
+    PLM_CHECK(v >= l.lo && v <= l.hi, "config: ", path, ": field '", l.name, "' = ", v, " is out of range [", l.lo, ", ", l.hi, "]");
+  }
   detail::t5_activation(c.feed_forward_proj, path);
   detail::validate_config(c, path);
   return c;

@@ -133,7 +133,9 @@ void save_parameters(const nn::ParameterSet<B, T>& params, const std::string& pa
 // config.json of a Hugging Face checkpoint directory.
 inline nn::T5Config read_t5_dir_config(const std::string& dir) {
   namespace fs = std::filesystem;
-  PLM_CHECK(fs::is_directory(dir), dir, " is not a directory (expected a Hugging Face checkpoint: config.json and model.safetensors)");
+  std::error_code ec;  // the non-throwing overload: a bare std::filesystem error would not say what was expected
+  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
+            " (expected a Hugging Face checkpoint: config.json and model.safetensors)");
   return read_t5_config((fs::path(dir) / "config.json").string());
 }
 

@@ -5,8 +5,11 @@
 // Structure that changes the generated code (activation, gating, norm, position
 // scheme) is a compile-time policy of the model type; `feed_forward_proj` here
 // records what a config file says so the model can refuse a mismatch.
+#include <array>
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "plm/core/error.hpp"
 #include "plm/core/shape.hpp"
@@ -14,7 +17,34 @@
 namespace plm::nn {
 
 struct T5Config {
-  static constexpr index_t max_layers = (index_t(1) << 32) - 2;
+  static constexpr index_t max_layers = (index_t(1) << 32) - 2;  // what a dropout stream id can name (nn::DropoutKey)
+
+  // Sane bounds, generous but finite: far above any published T5 / Ankh model,
+  // low enough that no size product overflows and a bad config.json is refused
+  // by name instead of failing an allocation. validate() and io::read_t5_config check them.
+  struct Limit {
+    const char* name;
+    index_t T5Config::*field;
+    index_t lo, hi;
+  };
+  static constexpr index_t max_width = index_t(1) << 20;       // d_model, d_kv, d_ff, d_kv * num_heads
+  static constexpr index_t max_vocab = index_t(1) << 24;
+  static constexpr index_t max_heads = 4096;
+  static constexpr index_t max_depth = 1024;                   // encoder and decoder layers, each
+  static constexpr index_t max_buckets = index_t(1) << 16;     // relative_attention_num_buckets
+  static constexpr index_t max_distance = index_t(1) << 30;    // relative_attention_max_distance
+  static constexpr index_t max_parameters = index_t(1) << 40;  // also any single weight matrix
+  static constexpr std::array<Limit, 9> limits() {
+    return {{{"vocab_size", &T5Config::vocab_size, 1, max_vocab},
+             {"d_model", &T5Config::d_model, 1, max_width},
+             {"d_kv", &T5Config::d_kv, 1, max_width},
+             {"d_ff", &T5Config::d_ff, 1, max_width},
+             {"num_heads", &T5Config::num_heads, 1, max_heads},
+             {"num_layers", &T5Config::num_layers, 1, max_depth},
+             {"num_decoder_layers", &T5Config::num_decoder_layers, 0, max_depth},
+             {"relative_attention_num_buckets", &T5Config::relative_attention_num_buckets, 4, max_buckets},
+             {"relative_attention_max_distance", &T5Config::relative_attention_max_distance, 1, max_distance}}};
+  }
 
   index_t vocab_size = 256;
   index_t d_model = 512;
@@ -38,24 +68,43 @@ struct T5Config {
 
   // Raises plm::Error naming the first field that makes no sense.
   void validate() const {
-    auto positive = [](const char* name, index_t v) { PLM_CHECK(v > 0, "T5Config: ", name, " must be positive, got ", v); };
-    positive("vocab_size", vocab_size);
-    positive("d_model", d_model);
-    positive("d_kv", d_kv);
-    positive("d_ff", d_ff);
-    positive("num_heads", num_heads);
-    positive("num_layers", num_layers);
-    positive("relative_attention_num_buckets", relative_attention_num_buckets);
-    positive("relative_attention_max_distance", relative_attention_max_distance);
-    PLM_CHECK(num_decoder_layers >= 0, "T5Config: num_decoder_layers must be >= 0, got ", num_decoder_layers);
-    // Each layer names its own dropout streams (nn::DropoutKey packs the layer into 32 bits).
-    for (auto [name, n] : {std::pair{"num_layers", num_layers}, std::pair{"num_decoder_layers", num_decoder_layers}})
-      PLM_CHECK(n < max_layers, "T5Config: ", name, " ", n, " exceeds ", max_layers - 1);
-    PLM_CHECK(layer_norm_epsilon > 0, "T5Config: layer_norm_epsilon must be positive, got ", layer_norm_epsilon);
+    for (const Limit& l : limits()) {
+      const index_t v = this->*l.field;
+      if (l.lo == 1) PLM_CHECK(v > 0, "T5Config: ", l.name, " must be positive, got ", v);
+      PLM_CHECK(v >= l.lo && v <= l.hi, "T5Config: ", l.name, " = ", v, " is out of range [", l.lo, ", ", l.hi, "]");
+    }
+    // The bucket function divides by log(max_distance / max_exact), max_exact being num_buckets / 2 in the decoder.
+    PLM_CHECK(relative_attention_max_distance > relative_attention_num_buckets / 2, "T5Config: relative_attention_max_distance ",
+              relative_attention_max_distance, " must exceed relative_attention_num_buckets / 2 (", relative_attention_num_buckets / 2, ")");
+    // Within the limits above no product below overflows 64 bits.
+    PLM_CHECK(inner_dim() <= max_width, "T5Config: d_kv * num_heads = ", d_kv, " * ", num_heads, " = ", inner_dim(), " exceeds ", max_width);
+    for (auto [name, n] : {std::pair{"vocab_size * d_model", vocab_size * d_model}, std::pair{"d_model * d_ff", d_model * d_ff},
+                           std::pair{"d_model * d_kv * num_heads", d_model * inner_dim()}})
+      PLM_CHECK(n <= max_parameters, "T5Config: ", name, " = ", n, " exceeds ", max_parameters, " (2^40) weights in one matrix");
+    PLM_CHECK(parameter_count() <= max_parameters, "T5Config: ", parameter_count(), " parameters exceed 2^40 (vocab_size ", vocab_size,
+              ", d_model ", d_model, ", d_ff ", d_ff, ", d_kv * num_heads ", inner_dim(), ", layers ", num_layers, " + ", num_decoder_layers, ")");
+    PLM_CHECK(std::isfinite(layer_norm_epsilon) && layer_norm_epsilon > 0, "T5Config: layer_norm_epsilon must be positive, got ",
+              layer_norm_epsilon);
     PLM_CHECK(dropout_rate >= 0 && dropout_rate < 1, "T5Config: dropout_rate must be in [0, 1), got ", dropout_rate);
+    PLM_CHECK(std::isfinite(initializer_factor) && initializer_factor > 0, "T5Config: initializer_factor must be positive and finite, got ",
+              initializer_factor);
     for (auto [name, id] : {std::pair{"pad_token_id", pad_token_id}, std::pair{"eos_token_id", eos_token_id},
                             std::pair{"decoder_start_token_id", decoder_start_token_id}})
       PLM_CHECK(id >= 0 && id < vocab_size, "T5Config: ", name, " ", id, " outside the vocabulary of ", vocab_size);
+  }
+
+  // Parameters of the model this config describes (embedding, attention,
+  // feed-forward, norms, position bias tables, an untied LM head when there is a
+  // decoder), as nn::T5Model registers them. Only call it for sizes within the
+  // limits above: the products then fit in 64 bits.
+  index_t parameter_count() const {
+    const bool gated = feed_forward_proj.rfind("gated-", 0) == 0;
+    const index_t attention = 4 * d_model * inner_dim(), ff = (gated ? 3 : 2) * d_model * d_ff;
+    const index_t bias = relative_attention_num_buckets * num_heads;
+    index_t n = vocab_size * d_model + num_layers * (attention + ff + 2 * d_model) + d_model + bias;
+    if (num_decoder_layers > 0)
+      n += num_decoder_layers * (2 * attention + ff + 3 * d_model) + d_model + bias + (tie_word_embeddings ? 0 : vocab_size * d_model);
+    return n;
   }
 
   // --- presets --------------------------------------------------------------

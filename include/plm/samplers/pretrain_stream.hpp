@@ -38,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "plm/core/error.hpp"
+#include "plm/core/json.hpp"
 #include "plm/core/philox.hpp"
 #include "plm/data/fasta.hpp"
 #include "plm/data/vocabulary.hpp"
@@ -263,16 +264,21 @@ class PretrainStream {
   // Continues where save() left off; refuses a state saved with other settings
   // or for another file, naming the first setting that differs.
   void restore(const io::TrainingState& ts) {
-    PLM_CHECK(ts.extra.contains("pretrain_stream") && ts.extra["pretrain_stream"].contains("pool_position"),
+    // Checked access only: the state comes from a file (const operator[] on a missing key is undefined behaviour).
+    PLM_CHECK(ts.extra.contains("pretrain_stream") && ts.extra.at("pretrain_stream").contains("pool_position"),
               "PretrainStream::restore: the training state has no data cursor (extra.pretrain_stream); was it saved by PretrainStream::save?");
-    const auto& j = ts.extra["pretrain_stream"];
-    const nlohmann::json have = j.value("settings", nlohmann::json::object()), want = settings();
-    for (auto it = want.begin(); it != want.end(); ++it)
-      PLM_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "PretrainStream::restore: the data cursor was saved with ",
-                it.key(), " = ", have.value(it.key(), nlohmann::json()).dump(), ", this stream has ", it.value().dump(),
+    const auto& j = ts.extra.at("pretrain_stream");
+    const auto s = j.find("settings");
+    PLM_CHECK(s == j.end() || s->is_object(), "PretrainStream::restore: damaged data cursor ", json_excerpt(j));
+    const nlohmann::json have = s == j.end() ? nlohmann::json::object() : *s, want = settings();
+    for (auto it = want.begin(); it != want.end(); ++it) {
+      const auto h = have.find(it.key());
+      PLM_CHECK(h != have.end() && *h == it.value(), "PretrainStream::restore: the data cursor was saved with ", it.key(), " = ",
+                h == have.end() ? std::string("null") : json_excerpt(*h), ", this stream has ", json_excerpt(it.value()),
                 " (a checkpoint of another file or other settings)");
-    PLM_CHECK(j["pool_position"].is_number_unsigned(), "PretrainStream::restore: damaged data cursor ", j.dump());
-    seek({ts.epoch, j["pool_position"].get<std::uint64_t>(), ts.cursor});
+    }
+    PLM_CHECK(j.at("pool_position").is_number_unsigned(), "PretrainStream::restore: damaged data cursor ", json_excerpt(j));
+    seek({ts.epoch, j.at("pool_position").get<std::uint64_t>(), ts.cursor});
   }
 
   // Everything that shapes the batches: a cursor is only valid for a stream

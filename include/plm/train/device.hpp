@@ -13,6 +13,7 @@
 
 #include "plm/backend/tags.hpp"
 #include "plm/core/error.hpp"
+#include "plm/train/cli.hpp"
 #if defined(PLM_HAS_CUDA)
 #include "plm/cuda.hpp"
 #endif
@@ -26,12 +27,13 @@ struct DeviceOptions {
 };
 
 // Adds --device, --gpu and --gpu-math to a command-line parser with CLI11's
-// add_option(name, variable, description) (a CLI::App or an option group).
+// add_option(name, variable, description) (a CLI::App or an option group),
+// their values checked while parsing (plm/train/cli.hpp).
 template <class App>
 void add_device_options(App& app, DeviceOptions& d) {
-  app.add_option("--device", d.device, "cpu or cuda (checkpoints resume on either)");
-  app.add_option("--gpu", d.gpu, "CUDA device index");
-  app.add_option("--gpu-math", d.math, "float GEMMs on the GPU: fp32, tf32 or bf16 (fp32 accumulation)");
+  app.add_option("--device", d.device, "cpu or cuda (checkpoints resume on either)")->check(cli::one_of({"cpu", "cuda"}));
+  app.add_option("--gpu", d.gpu, "CUDA device index")->check(cli::non_negative());
+  app.add_option("--gpu-math", d.math, "float GEMMs on the GPU: fp32, tf32 or bf16 (fp32 accumulation)")->check(cli::one_of({"fp32", "tf32", "bf16"}));
 }
 
 // True when this program was built with the CUDA backend (a GPU may still be absent).
