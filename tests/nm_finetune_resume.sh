@@ -47,7 +47,7 @@ grep -q "was written with lambda = 0.1, this run has 0.5" "$work/b3.log" || { ec
 # The other attention losses and hard negatives run too.
 for extra in "--loss l1" "--loss kl" "--loss entropy-hinge" "--negatives-from hard --freeze"; do
   # shellcheck disable=SC2086
-  "$exe" "${args[@]}" --epochs 1 --arms nm $extra --out "$work/v" > /dev/null 2> "$work/v.log" \
+  "$exe" "${args[@]}" --epochs 1 --arms nm $extra --out "$work/v" --overwrite > /dev/null 2> "$work/v.log" \
     || { echo "FAIL: $extra"; tail -5 "$work/v.log"; exit 1; }
 done
 

@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -299,13 +300,12 @@ TEST_CASE("safetensors: a write is atomic and leaves no temporary file") {
   CHECK_FALSE(r.contains("a"));
   CHECK(same_bits<double>(r.load<double>("b"), b));
 
-  // A failed write (here, the rename: the target is a directory) removes its
-  // temporary file and names the target.
+  // A target that is a directory is refused before anything is written, and no temporary file is left.
   const std::string dir_target = tmp.file("taken");
   fs::create_directory(dir_target);
   io::SafetensorsWriter w;
   w.add("a", a);
-  check_error([&] { w.write(dir_target); }, dir_target, "cannot rename");
+  check_error([&] { w.write(dir_target); }, dir_target, "is a directory", "only regular files");
   std::vector<std::string> entries = tmp.entries();
   std::sort(entries.begin(), entries.end());
   CHECK(entries == std::vector<std::string>{"model.safetensors", "taken"});
@@ -313,6 +313,42 @@ TEST_CASE("safetensors: a write is atomic and leaves no temporary file") {
   // The directory of the target does not exist.
   const std::string missing = tmp.file("no_such_dir/model.safetensors");
   check_error([&] { w.write(missing); }, missing, "cannot create temporary file", "No such file or directory");
+}
+
+TEST_CASE("atomic writer: only regular files; a device, FIFO or directory is refused and left as it is; links are followed") {
+  TempDir tmp;
+  // /dev/full and /dev/null: renaming over them would replace the device node with a file.
+  for (const char* dev : {"/dev/full", "/dev/null"}) {
+    struct stat before {};
+    REQUIRE(::stat(dev, &before) == 0);
+    check_error([&] { io::write_file_atomically(dev, [](io::AtomicFile& f) { f.write("x"); }); }, dev, "character device");
+    check_error([&] { io::check_new_output(dev, true, "--out"); }, "--out", dev, "character device");
+    struct stat after {};
+    REQUIRE(::stat(dev, &after) == 0);
+    CHECK(S_ISCHR(after.st_mode));
+    CHECK(after.st_rdev == before.st_rdev);
+  }
+  const std::string fifo = tmp.file("pipe");
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  check_error([&] { io::write_file_atomically(fifo, [](io::AtomicFile& f) { f.write("x"); }); }, fifo, "a FIFO");
+  CHECK(fs::is_fifo(fifo));
+  // A symbolic link: the file it points to is replaced, the link stays a link.
+  const std::string real = tmp.file("real.txt"), link = tmp.file("link.txt");
+  write_bytes(real, "old");
+  fs::create_symlink(real, link);
+  io::write_file_atomically(link, [](io::AtomicFile& f) { f.write("new"); });
+  CHECK(fs::is_symlink(link));
+  CHECK(read_bytes(real) == "new");
+  // A link to a device is refused like the device.
+  const std::string dev_link = tmp.file("full_link");
+  fs::create_symlink("/dev/full", dev_link);
+  check_error([&] { io::write_file_atomically(dev_link, [](io::AtomicFile& f) { f.write("x"); }); }, dev_link, "/dev/full",
+              "character device");
+  // An existing output is refused without --overwrite, before any work; a missing directory is named.
+  check_error([&] { io::check_new_output(real, false, "--out"); }, "--out", real, "already exists", "--overwrite");
+  CHECK_NOTHROW(io::check_new_output(real, true, "--out"));
+  CHECK_NOTHROW(io::check_new_output(tmp.file("new.safetensors"), false, "--out"));
+  check_error([&] { io::check_new_output(tmp.file("nowhere/x.safetensors"), false, "--out"); }, "--out", "does not exist");
 }
 
 TEST_CASE("safetensors: a write that fails midway (file too large) keeps the old file and removes the temporary one") {
@@ -401,9 +437,9 @@ TEST_CASE("safetensors: header length beyond the file or over 100 MB") {
 
 TEST_CASE("safetensors: header that is not JSON, or not an object") {
   TempDir tmp;
-  check_bad_file(tmp, st_file(R"({"a": {"dtype": "F32",)"), "header is not valid JSON", "parse error");
-  check_bad_file(tmp, st_file(""), "header is not valid JSON");
-  check_bad_file(tmp, st_file("{\"a\": \"\xff\"}"), "header is not valid JSON");  // not UTF-8
+  check_bad_file(tmp, st_file(R"({"a": {"dtype": "F32",)"), "header: not valid JSON", "parse error");
+  check_bad_file(tmp, st_file(""), "header: not valid JSON");
+  check_bad_file(tmp, st_file("{\"a\": \"\xff\"}"), "header: not valid JSON");  // not UTF-8
   check_bad_file(tmp, st_file("[1, 2]"), "header is not a JSON object but array");
   check_bad_file(tmp, st_file("42"), "header is not a JSON object but number");
 }
@@ -668,7 +704,42 @@ TEST_CASE("config: errors name the file and the field") {
   bad(R"({"feed_forward_proj": "fast-gelu"})", "feed_forward_proj 'fast-gelu' is not of the form 'gated-<act>' or '<act>'");
   bad(R"({"feed_forward_proj": "gated-gelu-new"})", "feed_forward_proj 'gated-gelu-new'");
   // Values T5Config::validate rejects, reported with the file.
-  bad(R"({"d_model": 0})", "T5Config: d_model must be positive, got 0");
+  bad(R"({"d_model": 0})", "field 'd_model' = 0 is out of range [1, 1048576]");
+  // Sizes beyond the sane bounds, named as the file spells them, before anything is allocated.
+  bad(R"({"d_ff": 1000000000000})", "config: " + path + ": field 'd_ff' = 1000000000000 is out of range [1, 1048576]");
+  bad(R"({"d_model": 4611686018427387904})", "field 'd_model' = 4611686018427387904 is out of range [1, 1048576]");
+  bad(R"({"num_heads": 5000})", "field 'num_heads' = 5000 is out of range [1, 4096]");
+  bad(R"({"num_layers": 100000})", "field 'num_layers' = 100000 is out of range [1, 1024]");
+  bad(R"({"num_layers": 4, "num_decoder_layers": -2})", "field 'num_decoder_layers' = -2 is out of range [0, 1024]");
+  bad(R"({"vocab_size": 100000000})", "field 'vocab_size' = 100000000 is out of range [1, 16777216]");
+  bad(R"({"relative_attention_num_buckets": 1})", "field 'relative_attention_num_buckets' = 1 is out of range [4, 65536]");
+  // each within bounds, together too large
+  bad(R"({"d_model": 1048576, "d_ff": 1048576, "vocab_size": 256})", "config: " + path + ": T5Config:", "parameters exceed 2^40");
+  bad(R"({"d_kv": 4096, "num_heads": 4096})", "T5Config: d_kv * num_heads = 4096 * 4096 = 16777216 exceeds 1048576");
+  bad(R"({"layer_norm_epsilon": -1e-6})", "T5Config: layer_norm_epsilon must be positive");
   bad(R"({"vocab_size": 100, "eos_token_id": 100})", "T5Config: eos_token_id 100 outside the vocabulary of 100");
   bad(R"({"dropout_rate": 1.5})", "T5Config: dropout_rate must be in [0, 1)");
+}
+
+TEST_CASE("hostile JSON: deep nesting and oversized files are refused before parsing, naming file and byte") {
+  TempDir tmp;
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');  // 200 KB that overflowed the stack
+  // config.json
+  const std::string config = tmp.file("config.json");
+  write_bytes(config, "{\"model_type\": \"t5\", \"x\": " + deep + "}");
+  check_error([&] { (void)io::read_t5_config(config); }, config, "nested deeper than 32 levels", "at byte 57");
+  write_bytes(config, "{\"model_type\": \"t5\", \"d_model\": " + std::string(2 << 20, ' ') + "1}");
+  check_error([&] { (void)io::read_t5_config(config); }, config, "too large for a config.json");
+  write_bytes(config, "{\"model_type\": \"t5\",, }");
+  check_error([&] { (void)io::read_t5_config(config); }, config, "not valid JSON (byte 21)");
+  // Brackets inside strings are not nesting.
+  CHECK(detail::json_depth_violation("{\"a\": \"[[[[[[[[[[\\\"[[[[\"}", 2) == std::string_view::npos);
+  CHECK(detail::json_depth_violation("[[[", 2) == 2);
+  // A safetensors header.
+  const std::string st = tmp.file("deep.safetensors");
+  std::string header = "{\"a\": " + deep + "}";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<char>((header.size() >> (8 * i)) & 0xFF);
+  write_bytes(st, bytes + header);
+  check_error([&] { io::SafetensorsReader r(st); }, st, "header", "nested deeper than 16 levels");
 }

@@ -2,6 +2,7 @@
 // files), JSONL metrics (resume truncation), the progress line.
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "ops_test_support.hpp"
 #include "plm/io/checkpoint.hpp"
@@ -9,6 +10,7 @@
 #include "plm/train/classification.hpp"
 #include "plm/train/metrics.hpp"
 #include "plm/train/progress.hpp"
+#include "plm/train/run_directory.hpp"
 
 using namespace plm;
 using namespace plm::test;
@@ -98,7 +100,87 @@ TEST_CASE("metrics log: JSON lines, resume drops lines after the checkpoint step
   CHECK(rows[2]["step"] == 3);
   CHECK(rows[3]["loss"] == 0.3);
   { std::ofstream(path, std::ios::app) << "not json\n"; }
-  check_error([&] { train::MetricsLog::read(path); }, "metrics.jsonl:5: not a JSON object");
+  check_error([&] { train::MetricsLog::read(path); }, "metrics.jsonl:5", "not valid JSON");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("metrics log: never replaced by accident; a damaged line stops a resume and keeps every line") {
+  const fs::path dir = temp_dir("metrics_guard");
+  const std::string path = (dir / "metrics.jsonl").string();
+  {
+    train::MetricsLog log(path);
+    for (int s = 1; s <= 6; ++s) log.write({{"step", s}, {"loss", 1.0 / s}});
+    log.sync();
+  }
+  // A new log over an existing one is refused, and the file is untouched.
+  check_error([&] { train::MetricsLog log(path); }, path, "already holds a log");
+  CHECK(train::MetricsLog::read(path).size() == 6);
+  // A damaged line in the middle (not a torn last line): the resume is refused naming file and line, nothing is dropped.
+  std::string text;
+  {
+    std::ifstream in(path);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) text += (++n == 3 ? std::string("{\"step\": 3, \"lo") : line) + "\n";
+  }
+  { std::ofstream(path, std::ios::trunc) << text; }
+  check_error([&] { train::MetricsLog log(path, 4); }, "metrics.jsonl:3", "not valid JSON");
+  {
+    std::ifstream in(path);
+    std::string after((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(after == text);
+  }
+  // A line that is JSON but not an object.
+  { std::ofstream(path, std::ios::trunc) << "{\"step\": 1}\n[1, 2]\n"; }
+  check_error([&] { train::MetricsLog log(path, 4); }, "metrics.jsonl:2", "not a JSON object");
+  // Resuming at a step after every line keeps the file byte for byte and appends.
+  { std::ofstream(path, std::ios::trunc) << "{\"step\":1}\n{\"step\":2}\n"; }
+  {
+    train::MetricsLog log(path, 2);
+    log.write({{"step", 3}});
+  }
+  CHECK(train::MetricsLog::read(path).size() == 3);
+  // Deep nesting in a line is refused before parsing.
+  { std::ofstream(path, std::ios::trunc) << std::string(100000, '[') << "\n"; }
+  check_error([&] { train::MetricsLog::read(path); }, "metrics.jsonl:1", "nested deeper");
+  // A device is not a log.
+  check_error([&] { train::MetricsLog log("/dev/null"); }, "/dev/null", "character device");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("run directory: an earlier run is refused without --resume or --overwrite, removed only on request") {
+  const fs::path dir = temp_dir("run_dir");
+  const std::string out = (dir / "run").string();
+  const std::vector<std::string> outputs = {"checkpoint.safetensors", "metrics.jsonl", "model"};
+  {
+    train::RunDirectory fresh(out, outputs, false, false);  // created
+    CHECK(fs::is_directory(out));
+    CHECK(fresh.previous().empty());
+  }
+  { std::ofstream(dir / "run" / "notes.txt") << "mine\n"; }  // unrelated files do not make a run
+  CHECK_NOTHROW(train::RunDirectory(out, outputs, false, false));
+  { std::ofstream(dir / "run" / "metrics.jsonl") << "{\"step\":1}\n"; }
+  fs::create_directories(dir / "run" / "model");
+  check_error([&] { train::RunDirectory(out, outputs, false, false); }, out, "holds an earlier run", "metrics.jsonl, model", "--resume",
+              "--overwrite");
+  check_error([&] { train::RunDirectory(out, outputs, true, true); }, "--resume and --overwrite");
+  {
+    train::RunDirectory resumed(out, outputs, true, false);
+    resumed.remove_previous();  // a no-op without --overwrite
+    CHECK(fs::exists(dir / "run" / "metrics.jsonl"));
+  }
+  {
+    train::RunDirectory replaced(out, outputs, false, true);
+    CHECK(replaced.previous().size() == 2);
+    CHECK(fs::exists(dir / "run" / "metrics.jsonl"));  // nothing removed before set-up is done
+    replaced.remove_previous();
+    CHECK_FALSE(fs::exists(dir / "run" / "metrics.jsonl"));
+    CHECK_FALSE(fs::exists(dir / "run" / "model"));
+    CHECK(fs::exists(dir / "run" / "notes.txt"));
+  }
+  // --out naming a file.
+  check_error([&] { train::RunDirectory((dir / "run" / "notes.txt").string(), outputs, false, false); }, "notes.txt",
+              "not a directory");
   fs::remove_all(dir);
 }
 
@@ -142,4 +224,64 @@ TEST_CASE("check_fingerprint: a resume with other settings names the setting and
   check_error([&] { io::check_fingerprint("ck.safetensors", ts, {{"seed", 4}, {"train", "a.fasta"}}); },
               "ck.safetensors was written with seed = 3, this run has 4");
   check_error([&] { io::check_fingerprint("ck.safetensors", ts, {{"lr", 0.1}}); }, "written with lr = null, this run has 0.1");
+  // a fingerprint that is not an object (a damaged or foreign file): an error, not nlohmann's type_error
+  io::TrainingState odd;
+  odd.extra["fingerprint"] = 5;
+  check_error([&] { io::check_fingerprint("ck.safetensors", odd, {{"seed", 3}}); }, "ck.safetensors",
+              "damaged training state (extra.fingerprint is number, not an object)");
+  odd.extra = nlohmann::json::array();
+  check_error([&] { io::check_fingerprint("ck.safetensors", odd, {{"seed", 3}}); }, "written with seed = null");
+}
+
+TEST_CASE("checkpoints: a key missing from the metadata or of another type names the file and the key") {
+  const fs::path dir = temp_dir("keys");
+  nn::ParameterSet<cpu, float> ps;
+  ps.add("w", Shape{3}, 0.0, 1.5);
+  ps.allocate();
+  ps.init(1);
+  io::TrainingState ts;
+  ts.extra = {{"best_epoch", 3}, {"stopped", "no"}};
+  const std::string path = (dir / "best.safetensors").string();
+  io::save_checkpoint<cpu, float>(path, ps, {}, ts);
+  const auto back = io::load_checkpoint<cpu, float>(path, ps, {});
+  // what nm_finetune reads from its best.safetensors: present, absent, of another type
+  CHECK(io::extra_value<long>(path, back, "best_epoch") == 3);
+  check_error([&] { io::extra_value<double>(path, back, "best_valid_loss"); }, path, "the training state has no 'best_valid_loss'");
+  check_error([&] { io::extra_value<bool>(path, back, "stopped"); }, path, "extra.stopped = \"no\" has the wrong type");
+  check_error([&] { io::extra_value<double>(path, back, "stopped"); }, path, "extra.stopped = \"no\" has the wrong type");
+  io::TrainingState numbers;
+  numbers.extra = {{"big", 1e300}, {"many", 5000000000}, {"negative", -1}};
+  check_error([&] { io::extra_value<long>(path, numbers, "big"); }, "extra.big = 1e+300 has the wrong type");  // no float-to-int cast
+  check_error([&] { io::extra_value<int>(path, numbers, "many"); }, "extra.many = 5000000000 has the wrong type");
+  check_error([&] { io::extra_value<unsigned>(path, numbers, "negative"); }, "extra.negative = -1 has the wrong type");
+  CHECK(io::extra_value<long>(path, numbers, "many") == 5000000000);
+  CHECK(io::extra_value<double>(path, numbers, "negative") == -1.0);
+
+  // A file with the checkpoint's format but hand-made metadata.
+  Tensor<cpu, float> w(Shape{3});
+  std::copy(ps.value(0).data(), ps.value(0).data() + 3, w.data());
+  auto write = [&](const std::string& crc32, const std::string& state) {
+    io::SafetensorsWriter f;
+    f.add<float>("model.w", w.cview());
+    f.set_metadata("plm.checkpoint", "plm-training-checkpoint-1");
+    f.set_metadata("plm.dtype", "f32");
+    f.set_metadata("plm.crc32", crc32);
+    f.set_metadata("plm.state", state);
+    f.write(path);
+  };
+  const std::string state = R"({"step": 1, "seed": 1, "epoch": 0, "cursor": 0})";
+  write("{}", state);  // no checksum for the tensor: said so, not read through a missing key
+  check_error([&] { io::load_checkpoint<cpu, float>(path, ps, {}); }, path, "tensor 'model.w' has no checksum in the metadata");
+  write(R"({"model.w": "1234"})", state);
+  check_error([&] { io::load_checkpoint<cpu, float>(path, ps, {}); }, path, "tensor 'model.w' has no checksum in the metadata");
+  const std::string crc = nlohmann::json{{"model.w", io::detail::crc32(w.data(), 3 * sizeof(float))}}.dump();
+  write(crc, state);
+  CHECK(io::load_checkpoint<cpu, float>(path, ps, {}).step == 1);
+  write(crc, R"({"step": "1", "seed": 1, "epoch": 0, "cursor": 0})");  // a number field holding a string
+  check_error([&] { io::load_checkpoint<cpu, float>(path, ps, {}); }, path, "damaged training state", "step");
+  write(crc, R"({"seed": 1, "epoch": 0, "cursor": 0})");
+  check_error([&] { io::load_checkpoint<cpu, float>(path, ps, {}); }, path, "damaged training state", "step");
+  write(crc, R"({"step": 1, "seed": 1, "epoch": 0, "cursor": 0, "extra": [1]})");
+  check_error([&] { io::load_checkpoint<cpu, float>(path, ps, {}); }, path, "extra is array, not an object");
+  fs::remove_all(dir);
 }

@@ -18,11 +18,13 @@
 #include <plm/io/t5_checkpoint.hpp>
 #include <plm/nn/t5.hpp>
 #include <plm/plm.hpp>
+#include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
 #include <plm/samplers/decoding.hpp>
 
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,7 @@ struct Options {
   long top_k = 10, beam = 4, count = 10, extra = 16;
   std::uint64_t seed = 1;
   int threads = 0;
+  bool overwrite = false;
   train::DeviceOptions device;
 };
 
@@ -51,11 +54,9 @@ int complete(const Options& o) {
   for (std::int32_t id = 0; id < model.config().vocab_size; ++id)
     if (id != vocab.eos_id() && (id >= vocab.size() || !vocab.is_residue(id))) banned.push_back(id);
 
-  std::ofstream out;
-  if (!o.out.empty()) {
-    out.open(o.out);
-    PLM_CHECK(out.good(), "--out: cannot write ", o.out);
-  }
+  // Written to a temporary file and renamed over --out only when complete: a failure loses nothing.
+  std::unique_ptr<io::AtomicFile> out;
+  if (!o.out.empty()) out = std::make_unique<io::AtomicFile>(o.out);
   data::FastaReader reader(o.fasta, data::FastaOptions{});
   data::FastaRecord r;
   data::EncodeOptions eo;
@@ -105,10 +106,12 @@ int complete(const Options& o) {
     const std::string made = vocab.decode(gen);
     std::printf(">%s  prefix %zu, true rest %zu, completion %zu residues, identity %.3f\n  prefix     %s\n  true rest  %s\n  completion %s\n",
                 r.id.c_str(), k, truth.size(), made.size(), identity, prefix.c_str(), truth.c_str(), made.c_str());
-    if (out.is_open()) out << '>' << r.id << " completed from " << k << " residues (" << o.strategy << ")\n" << prefix << made << '\n';
+    if (out) out->write('>' + r.id + " completed from " + std::to_string(k) + " residues (" + o.strategy + ")\n" + prefix + made + '\n');
   }
   PLM_CHECK(n > 0, o.fasta, ": no sequences to complete");
   std::printf("%ld proteins, mean identity of the completion to the true rest: %.3f\n", n, identity_sum / double(n));
+  if (out) out->commit();
+  io::flush_stdout();
   return 0;
 }
 
@@ -118,25 +121,30 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Complete proteins from their first part with an Ankh3-style encoder-decoder ([S2S])"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--model", o.model, "Hugging Face T5 checkpoint directory (config.json + model.safetensors)")->required();
-  app.add_option("--fasta", o.fasta, "proteins (plain or .gz); each is cut at --fraction and completed")->required();
-  app.add_option("--count", o.count, "complete at most this many proteins (0 = all)");
-  app.add_option("--fraction", o.fraction, "share of the residues the encoder sees");
-  app.add_option("--strategy", o.strategy, "greedy, sample, top-k, top-p or beam");
-  app.add_option("--temperature", o.temperature, "sampling temperature (> 0)");
-  app.add_option("--top-k", o.top_k, "tokens kept by top-k");
-  app.add_option("--top-p", o.top_p, "probability mass kept by top-p");
-  app.add_option("--beam", o.beam, "beam width");
-  app.add_option("--length-penalty", o.length_penalty, "beam score = log-prob / length^penalty");
-  app.add_option("--extra", o.extra, "tokens allowed beyond the true rest's length");
-  app.add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file");
+  using namespace train::cli;  // every value is checked while parsing; errors name the option
+  app.add_option("--model", o.model, "Hugging Face T5 checkpoint directory (config.json + model.safetensors)")->required()
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--fasta", o.fasta, "proteins (plain or .gz); each is cut at --fraction and completed")->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--count", o.count, "complete at most this many proteins (0 = all)")->check(non_negative());
+  app.add_option("--fraction", o.fraction, "share of the residues the encoder sees")->check(fraction());
+  app.add_option("--strategy", o.strategy, "greedy, sample, top-k, top-p or beam")->check(one_of({"greedy", "sample", "top-k", "top-p", "beam"}));
+  app.add_option("--temperature", o.temperature, "sampling temperature (> 0)")->check(positive());
+  app.add_option("--top-k", o.top_k, "tokens kept by top-k (0 = no limit)")->check(non_negative());
+  app.add_option("--top-p", o.top_p, "probability mass kept by top-p, in (0, 1]")->check(fraction(Interval::open_closed));
+  app.add_option("--beam", o.beam, "beam width")->check(at_least(1));
+  app.add_option("--length-penalty", o.length_penalty, "beam score = log-prob / length^penalty")->check(finite());
+  app.add_option("--extra", o.extra, "tokens allowed beyond the true rest's length")->check(non_negative());
+  app.add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
   app.add_option("--out", o.out, "write the completed proteins as FASTA");
-  app.add_option("--seed", o.seed, "sampling seed");
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+  app.add_flag("--overwrite", o.overwrite, "replace --out if it exists");
+  app.add_option("--seed", o.seed, "sampling seed")->check(non_negative());
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(non_negative());
   train::add_device_options(app, o.device);
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
+    if (!o.out.empty()) io::check_new_output(o.out, o.overwrite, "--out");  // before the work, not after
     return train::run_on_device(o.device, [&](auto backend) {
       return io::with_t5_checkpoint_type<decltype(backend)>(o.model, [&](auto model) { return complete<typename decltype(model)::type>(o); });
     });

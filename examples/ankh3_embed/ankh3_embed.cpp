@@ -18,6 +18,7 @@
 #include <plm/nn/t5.hpp>
 #include <plm/plm.hpp>
 #include <plm/samplers/batching.hpp>
+#include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
 #include <plm/train/progress.hpp>
 
@@ -33,7 +34,7 @@ namespace {
 
 struct Options {
   std::string model, fasta, out = "embeddings.safetensors", vocab = "ankh3", prefix = "nlu";
-  bool per_residue = false;
+  bool per_residue = false, overwrite = false;
   std::size_t max_length = 1024;
   long token_budget = 8192;
   int threads = 0;
@@ -133,19 +134,23 @@ int main(int argc, char** argv) {
   Options o;
   CLI::App app{"Per-protein (mean) and per-residue embeddings from a T5 / Ankh encoder"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--model", o.model, "Hugging Face T5 checkpoint directory (config.json + model.safetensors)")->required();
-  app.add_option("--fasta", o.fasta, "proteins to embed (plain or .gz)")->required();
+  using namespace train::cli;  // every value is checked while parsing; errors name the option
+  app.add_option("--model", o.model, "Hugging Face T5 checkpoint directory (config.json + model.safetensors)")->required()
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--fasta", o.fasta, "proteins to embed (plain or .gz)")->required()->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output safetensors file");
-  app.add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file");
-  app.add_option("--prefix", o.prefix, "task token before the residues: nlu, s2s or none");
+  app.add_flag("--overwrite", o.overwrite, "replace --out if it exists");
+  app.add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
+  app.add_option("--prefix", o.prefix, "task token before the residues: nlu, s2s or none")->check(one_of({"nlu", "s2s", "none"}));
   app.add_flag("--per-residue", o.per_residue, "also write every residue's embedding");
-  app.add_option("--max-length", o.max_length, "longer proteins are an error");
-  app.add_option("--token-budget", o.token_budget, "padded tokens per batch");
-  app.add_option("--threads", o.threads, "CPU threads (0 = all)");
+  app.add_option("--max-length", o.max_length, "longer proteins are an error (0 = no limit)")->check(non_negative());
+  app.add_option("--token-budget", o.token_budget, "padded tokens per batch")->check(at_least(1));
+  app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(non_negative());
   train::add_device_options(app, o.device);
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
+    io::check_new_output(o.out, o.overwrite, "--out");  // before the work, not after
     return train::run_on_device(o.device, [&](auto backend) {
       return io::with_t5_checkpoint_type<decltype(backend)>(o.model, [&](auto model) { return embed<typename decltype(model)::type>(o); });
     });

@@ -15,9 +15,11 @@
 #include <plm/optim/schedule.hpp>
 #include <plm/plm.hpp>
 #include <plm/samplers/pretrain_stream.hpp>
+#include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
 #include <plm/train/metrics.hpp>
 #include <plm/train/progress.hpp>
+#include <plm/train/run_directory.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -54,7 +56,7 @@ struct Options {
   double bias_lr = 30.0;
   long warmup = 100, steps = 2500, accum = 1;
   std::string out = "ankh3_run";  // run
-  bool resume = false;
+  bool resume = false, overwrite = false;
   long eval_every = 250, checkpoint_every = 250;
   std::uint64_t seed = 1;
   int threads = 0;  // 0 = all cores
@@ -90,9 +92,9 @@ int run(const Options& o) {
   using Model = nn::Ankh3Model<B, float>;
   if (o.threads > 0) set_num_threads(o.threads);
   PLM_CHECK(o.steps > 0 && o.accum > 0 && o.eval_every > 0 && o.checkpoint_every > 0, "--steps, --accum, --eval-every, --checkpoint-every must be > 0");
-  fs::create_directories(o.out);
-  const std::string ckpt = (fs::path(o.out) / "checkpoint.safetensors").string();
-  const std::string metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
+  // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
+  train::RunDirectory run_dir(o.out, {"checkpoint.safetensors", "metrics.jsonl", "model"}, o.resume, o.overwrite);
+  const std::string ckpt = run_dir.file("checkpoint.safetensors"), metrics_path = run_dir.file("metrics.jsonl");
 
   const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
   samplers::PretrainStreamOptions so = o.data;
@@ -128,7 +130,9 @@ int run(const Options& o) {
                  (unsigned long long)ts.epoch);
   } else if (o.resume) std::fprintf(stderr, "ankh3_pretrain: --resume: no checkpoint in %s yet, starting fresh\n", o.out.c_str());
   PLM_CHECK(ts.step < o.steps, "the checkpoint is at step ", ts.step, ", --steps ", o.steps, " is already reached");
-  train::MetricsLog metrics(metrics_path, ts.step > 0 ? ts.step : -1);
+  run_dir.remove_previous();  // --overwrite: only now that the model, data and checkpoint are set up
+  // Appended to; with --resume first cut back to the checkpoint's step (lines of a run killed before its first checkpoint too).
+  train::MetricsLog metrics(metrics_path, o.resume ? ts.step : -1);
 
   typename Model::Cache cache;
   Tensor<B, float> logits;
@@ -183,6 +187,7 @@ int run(const Options& o) {
     }
     if (step % o.checkpoint_every == 0 || step == o.steps) {
       stream.save(ts);  // data cursor: epoch, pool, batch, and the stream's settings
+      metrics.sync();  // the log is on disk at least up to the checkpoint
       ts.extra["fingerprint"] = fingerprint(o, cfg), io::save_checkpoint(ckpt, ps, state, ts);
     }
   }
@@ -198,47 +203,84 @@ int main(int argc, char** argv) {
   CLI::App app{"Ankh3 multi-task pre-training ([NLU] span denoising + [S2S] completion) of a T5 encoder-decoder on a FASTA file"};
   app.option_defaults()->always_capture_default();
   auto* g = app.add_option_group("data");
-  g->add_option("--train", o.data.train, "training FASTA (plain or .gz)");
-  g->add_option("--valid", o.data.valid, "held-out FASTA; default: --valid-fraction of --train");
-  g->add_option("--valid-fraction", o.data.valid_fraction, "share of --train records held out");
-  g->add_option("--valid-max", o.data.valid_max, "at most this many held-out sequences are evaluated");
-  g->add_option("--min-length", o.data.fasta.min_length, "skip shorter sequences");
-  g->add_option("--max-length", o.data.fasta.max_length, "longer sequences follow --too-long (0 = unlimited)");
-  g->add_option("--too-long", o.too_long, "skip, crop-random, crop-start or error");
-  g->add_option("--rare", o.rare, "rare residues X B Z U O: keep, unk or error");
-  g->add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file");
-  g->add_option("--pool", o.data.pool, "records batched together (length buckets form inside a pool)");
+  // Every value is checked while parsing (plm/train/cli.hpp); errors name the option.
+  using namespace train::cli;
+  using C = nn::T5Config;
+  g->add_option("--train", o.data.train, "training FASTA (plain or .gz)")->check(CLI::ExistingFile);
+  g->add_option("--valid", o.data.valid, "held-out FASTA; default: --valid-fraction of --train")->check(CLI::ExistingFile);
+  g->add_option("--valid-fraction", o.data.valid_fraction, "share of --train records held out")->check(fraction(Interval::closed_open));
+  g->add_option("--valid-max", o.data.valid_max, "at most this many held-out sequences are evaluated")->check(at_least(1));
+  g->add_option("--min-length", o.data.fasta.min_length, "skip shorter sequences")->check(non_negative());
+  g->add_option("--max-length", o.data.fasta.max_length, "longer sequences follow --too-long (0 = unlimited)")->check(non_negative());
+  g->add_option("--too-long", o.too_long, "skip, crop-random, crop-start or error")->check(one_of({"skip", "crop-random", "crop-start", "error"}));
+  g->add_option("--rare", o.rare, "rare residues X B Z U O: keep, unk or error")->check(one_of({"keep", "unk", "error"}));
+  g->add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
+  g->add_option("--pool", o.data.pool, "records batched together (length buckets form inside a pool)")->check(at_least(1));
   auto* t = app.add_option_group("tasks");
-  t->add_option("--mask-probs", o.tasks.mask_probabilities, "[NLU] masking probabilities, one drawn per example")->delimiter(',');
-  t->add_option("--mean-span", o.tasks.mean_span_length, "mean masked span length (1 = Ankh3, 3 = T5)");
+  t->add_option("--mask-probs", o.tasks.mask_probabilities, "[NLU] masking probabilities, one drawn per example")->delimiter(',')
+      ->check(fraction());
+  t->add_option("--mean-span", o.tasks.mean_span_length, "mean masked span length (1 = Ankh3, 3 = T5)")->check(at_least(1));
   t->add_flag("--mask-per-batch", o.tasks.probability_per_batch, "draw the masking probability once per batch");
-  t->add_option("--split-min", o.tasks.split.min_fraction, "[S2S] smallest prefix fraction");
-  t->add_option("--split-max", o.tasks.split.max_fraction, "[S2S] largest prefix fraction");
-  t->add_option("--nlu-mix", o.tasks.nlu_weight, "sampling odds of [NLU] examples");
-  t->add_option("--s2s-mix", o.tasks.s2s_weight, "sampling odds of [S2S] examples");
-  t->add_option("--nlu-weight", o.nlu_weight, "loss weight of [NLU]"), t->add_option("--s2s-weight", o.s2s_weight, "loss weight of [S2S]");
-  t->add_option("--label-smoothing", o.label_smoothing);
+  t->add_option("--split-min", o.tasks.split.min_fraction, "[S2S] smallest prefix fraction")->check(fraction());
+  t->add_option("--split-max", o.tasks.split.max_fraction, "[S2S] largest prefix fraction")->check(fraction());
+  t->add_option("--nlu-mix", o.tasks.nlu_weight, "sampling odds of [NLU] examples")->check(non_negative());
+  t->add_option("--s2s-mix", o.tasks.s2s_weight, "sampling odds of [S2S] examples")->check(non_negative());
+  t->add_option("--nlu-weight", o.nlu_weight, "loss weight of [NLU]")->check(non_negative());
+  t->add_option("--s2s-weight", o.s2s_weight, "loss weight of [S2S]")->check(non_negative());
+  t->add_option("--label-smoothing", o.label_smoothing)->check(fraction(Interval::closed_open));
   auto* m = app.add_option_group("model");
-  m->add_option("--model", o.model, "demo, ankh3-tiny, ankh3-small, ankh3-large, ...");
-  m->add_option("--init", o.init, "start from this Hugging Face T5 checkpoint directory");
-  m->add_option("--d-model", o.d_model), m->add_option("--d-ff", o.d_ff), m->add_option("--heads", o.heads), m->add_option("--d-kv", o.d_kv);
-  m->add_option("--layers", o.layers, "encoder layers"), m->add_option("--decoder-layers", o.decoder_layers);
+  m->add_option("--model", o.model, "demo, ankh3-tiny, ankh3-small, ankh3-large, ankh-base or ankh-large")
+      ->check(one_of({"demo", "ankh3-tiny", "ankh3-small", "ankh3-large", "ankh-base", "ankh-large"}));
+  m->add_option("--init", o.init, "start from this Hugging Face T5 checkpoint directory")->check(CLI::ExistingDirectory);
+  // The sizes replace the --model's (0 = keep its value).
+  m->add_option("--d-model", o.d_model)->check(in_range(index_t(0), C::max_width));
+  m->add_option("--d-ff", o.d_ff)->check(in_range(index_t(0), C::max_width));
+  m->add_option("--heads", o.heads)->check(in_range(index_t(0), C::max_heads));
+  m->add_option("--d-kv", o.d_kv, "width of each head")->check(in_range(index_t(0), C::max_width));
+  m->add_option("--layers", o.layers, "encoder layers")->check(in_range(index_t(0), C::max_depth));
+  m->add_option("--decoder-layers", o.decoder_layers)->check(in_range(index_t(0), C::max_depth));
   auto* op = app.add_option_group("optimisation");
-  op->add_option("--optimizer", o.optimizer, "adamw, adafactor (scheduled lr) or adafactor-relative (its own step size)");
-  op->add_option("--lr", o.lr);
-  op->add_option("--bias-lr", o.bias_lr, "learning-rate multiplier of the relative position bias tables (no weight decay)");
-  op->add_option("--schedule", o.schedule, "constant, linear, cosine or inverse-sqrt, after --warmup");
-  op->add_option("--warmup", o.warmup, "linear warm-up steps"), op->add_option("--weight-decay", o.weight_decay);
-  op->add_option("--clip", o.clip, "global gradient-norm limit (0 = off)");
-  op->add_option("--steps", o.steps, "optimizer steps"), op->add_option("--accum", o.accum, "micro-batches per step");
-  op->add_option("--token-budget", o.data.batching.token_budget, "padded input + target tokens per micro-batch");
-  op->add_option("--max-rows", o.data.batching.max_rows, "sequences per micro-batch (0 = budget only)");
-  op->add_option("--window", o.data.batching.window, "examples sorted by length together");
+  op->add_option("--optimizer", o.optimizer, "adamw, adafactor (scheduled lr) or adafactor-relative (its own step size)")
+      ->check(one_of({"adamw", "adafactor", "adafactor-relative"}));
+  op->add_option("--lr", o.lr)->check(positive());
+  op->add_option("--bias-lr", o.bias_lr, "learning-rate multiplier of the relative position bias tables (no weight decay)")
+      ->check(non_negative());
+  op->add_option("--schedule", o.schedule, "constant, linear, cosine or inverse-sqrt, after --warmup")
+      ->check(one_of({"constant", "linear", "cosine", "inverse-sqrt"}));
+  op->add_option("--warmup", o.warmup, "linear warm-up steps")->check(non_negative());
+  op->add_option("--weight-decay", o.weight_decay)->check(non_negative());
+  op->add_option("--clip", o.clip, "global gradient-norm limit (0 = off)")->check(non_negative());
+  op->add_option("--steps", o.steps, "optimizer steps")->check(at_least(1));
+  op->add_option("--accum", o.accum, "micro-batches per step")->check(at_least(1));
+  op->add_option("--token-budget", o.data.batching.token_budget, "padded input + target tokens per micro-batch")->check(at_least(1));
+  op->add_option("--max-rows", o.data.batching.max_rows, "sequences per micro-batch (0 = budget only)")->check(non_negative());
+  op->add_option("--window", o.data.batching.window, "examples sorted by length together (0 = the whole pool)")->check(non_negative());
   auto* r = app.add_option_group("run");
   r->add_option("--out", o.out, "output directory"), r->add_flag("--resume", o.resume, "continue from --out/checkpoint.safetensors");
-  r->add_option("--eval-every", o.eval_every), r->add_option("--checkpoint-every", o.checkpoint_every);
-  r->add_option("--seed", o.seed), r->add_option("--threads", o.threads, "CPU threads (0 = all)");
+  r->add_flag("--overwrite", o.overwrite, "replace an earlier run in --out (without it, or --resume, an earlier run is refused)");
+  r->add_option("--eval-every", o.eval_every)->check(at_least(1));
+  r->add_option("--checkpoint-every", o.checkpoint_every)->check(at_least(1));
+  r->add_option("--seed", o.seed)->check(non_negative());
+  r->add_option("--threads", o.threads, "CPU threads (0 = all)")->check(non_negative());
   train::add_device_options(*r, o.device);
+  app.callback([&] {  // rules between options, still at parse time
+    const auto& f = o.data.fasta;
+    if (f.max_length > 0 && f.min_length > f.max_length)
+      throw CLI::ValidationError("--min-length", str(f.min_length) + " exceeds --max-length " + str(f.max_length));
+    if (o.data.valid.empty() && o.data.valid_fraction == 0)
+      throw CLI::ValidationError("--valid-fraction", "0 holds nothing out: give a share in (0, 1) or a --valid file");
+    if (o.tasks.split.min_fraction > o.tasks.split.max_fraction)
+      throw CLI::ValidationError("--split-min", str(o.tasks.split.min_fraction) + " exceeds --split-max " + str(o.tasks.split.max_fraction));
+    if (o.tasks.nlu_weight == 0 && o.tasks.s2s_weight == 0) throw CLI::ValidationError("--nlu-mix", "0 with --s2s-mix 0: no task is ever sampled");
+    if (o.nlu_weight == 0 && o.s2s_weight == 0) throw CLI::ValidationError("--nlu-weight", "0 with --s2s-weight 0: neither loss counts");
+    if (o.init.empty()) {  // the sizes together (products, d_kv * heads), before any work; the vocabulary's size comes later
+      try {
+        make_config(o, 256).validate();
+      } catch (const Error& e) {
+        throw CLI::ValidationError("--model " + o.model + " with --d-model, --d-ff, --heads, --d-kv, --layers, --decoder-layers", e.what());
+      }
+    }
+  });
   CLI11_PARSE(app, argc, argv);
   try {
     return train::run_on_device(o.device, [&](auto backend) { return run<decltype(backend)>(o); });

@@ -16,8 +16,10 @@
 #include <plm/optim/clip.hpp>
 #include <plm/optim/optimizer.hpp>
 #include <plm/plm.hpp>
+#include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
 #include <plm/train/metrics.hpp>
+#include <plm/train/run_directory.hpp>
 #include <plm/train/negative_mining.hpp>
 #include <plm/train/progress.hpp>
 
@@ -44,7 +46,7 @@ struct Options {
   double lr = 1e-3, backbone_lr_mult = 0.3, weight_decay = 1e-5, clip = 1.0;
   long epochs = 6, batch = 32, patience = 3;
   std::string out = "nm_run";
-  bool resume = false;
+  bool resume = false, overwrite = false;
   std::uint64_t seed = 1;
   int threads = 0;
   train::DeviceOptions device;
@@ -68,7 +70,9 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
   using B = typename Model::backend;
   const bool nm = arm == "nm";
   const fs::path dir = fs::path(o.out) / arm;
-  fs::create_directories(dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  PLM_CHECK(!ec, "--out: cannot create ", dir.string(), ": ", ec.message());
   const std::string ckpt = (dir / "checkpoint.safetensors").string(), best = (dir / "best.safetensors").string();
   nn::T5Config c = o.backbone.empty() ? nn::T5Config::ankh3_small() : io::read_t5_dir_config(o.backbone);
   if (o.backbone.empty())  // a random encoder of the given sizes
@@ -92,10 +96,15 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
   if (o.resume && fs::exists(ckpt)) {
     ts = io::load_checkpoint(ckpt, ps, opt.named_state());
     io::check_fingerprint(ckpt, ts, fingerprint(o, nm));
+    // Early-stopping state, checked once (the loop below reads it unchecked): a key missing or of another type names the file.
+    ts.extra["best_valid_loss"] = io::extra_value<double>(ckpt, ts, "best_valid_loss");
+    ts.extra["best_epoch"] = io::extra_value<long>(ckpt, ts, "best_epoch");
+    ts.extra["bad_epochs"] = io::extra_value<int>(ckpt, ts, "bad_epochs");
+    ts.extra["stopped"] = io::extra_value<bool>(ckpt, ts, "stopped");
     opt.set_steps(ts.step);
     std::fprintf(stderr, "nm_finetune: %s: resumed from %s after epoch %llu\n", arm.c_str(), ckpt.c_str(), (unsigned long long)ts.epoch);
   }
-  train::MetricsLog metrics((dir / "metrics.jsonl").string(), ts.step > 0 ? ts.step : -1);
+  train::MetricsLog metrics((dir / "metrics.jsonl").string(), o.resume ? ts.step : -1);  // after the checkpoint is checked
   const std::int32_t pad = vocab.pad_id();
   std::fprintf(stderr, "nm_finetune: %s: %zu train / %zu valid / %zu test proteins, %lld steps per epoch\n", arm.c_str(), train_set.size(),
                valid_set.size(), test_set.size(), (long long)per_epoch);
@@ -132,6 +141,7 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
                  epoch + 1, vloss, vcm.accuracy(), vcm.macro_f1(), x["stopped"].get<bool>() ? " (early stop)" : "");
     ts.epoch = static_cast<std::uint64_t>(epoch + 1);
     x["fingerprint"] = fingerprint(o, nm);
+    metrics.sync();  // the log is on disk at least up to the checkpoint
     io::save_checkpoint(ckpt, ps, opt.named_state(), ts);
   }
   bar.finish();
@@ -139,13 +149,15 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
   const auto at_best = io::load_checkpoint(best, ps, opt.named_state());
   const auto [tloss, tcm] = m.evaluate(d.tokens, d.labels, test_set, o.batch, pad);
   nlohmann::json j = tcm.to_json(d.class_names);
-  j["arm"] = arm, j["test_loss"] = tloss, j["best_epoch"] = at_best.extra["best_epoch"].template get<long>() + 1;
+  j["arm"] = arm, j["test_loss"] = tloss, j["best_epoch"] = io::extra_value<long>(best, at_best, "best_epoch") + 1;
   io::write_file_atomically((dir / "test.json").string(), [&](io::AtomicFile& f) { f.write(j.dump(2) + "\n"); });
   return j;
 }
 
 template <class Model>
 int run(const Options& o) {
+  // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
+  train::RunDirectory run_dir(o.out, {"baseline", "nm", "results.json"}, o.resume, o.overwrite);
   const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
   data::FastaOptions fo;
   fo.max_length = o.max_length, fo.too_long = data::TooLongPolicy::crop_start;  // keep the N-terminus: signal peptides sit there
@@ -165,6 +177,7 @@ int run(const Options& o) {
   nlohmann::json results = {{"classes", d.class_names}, {"split", n_split},
                             {"majority", {{"class", d.class_names[static_cast<std::size_t>(top)]}, {"accuracy", majority.accuracy()},
                                           {"macro_f1", majority.macro_f1()}}}};
+  run_dir.remove_previous();  // --overwrite: only now that the data is read and split
   std::vector<std::string> arms;
   if (o.arms != "nm") arms.push_back("baseline");
   if (o.arms != "baseline") arms.push_back("nm");
@@ -176,6 +189,7 @@ int run(const Options& o) {
     std::printf("%-10s %10.3f %10.3f %12ld\n", arm.c_str(), results[arm]["accuracy"].get<double>(), results[arm]["macro_f1"].get<double>(),
                 results[arm]["best_epoch"].get<long>());
   std::printf("(%zu test proteins; results in %s)\n", n_split["test"], (fs::path(o.out) / "results.json").string().c_str());
+  io::flush_stdout();
   return 0;
 }
 
@@ -186,56 +200,64 @@ int main(int argc, char** argv) {
   CLI::App app{"Negative-mining fine-tuning of a T5 / Ankh encoder for protein classification, against a supervised baseline"};
   app.option_defaults()->always_capture_default();
   auto* g = app.add_option_group("data");
-  g->add_option("--fasta", o.fasta, "protein sequences (plain or .gz)");
-  g->add_option("--labels", o.labels, "label table: ID<TAB>LABEL");
-  g->add_option("--clusters", o.clusters, "cluster table: ID<TAB>CLUSTER (examples/data/make_clusters.sh)");
-  g->add_option("--valid-fraction", o.valid_fraction, "share of proteins (whole clusters) for early stopping");
-  g->add_option("--test-fraction", o.test_fraction, "share of proteins (whole clusters) for the report");
-  g->add_option("--min-class-size", o.min_class_size, "classes with fewer proteins are left out");
-  g->add_option("--max-length", o.max_length, "longer proteins keep their first residues");
-  g->add_option("--limit", o.limit, "use only the first N labelled proteins (0 = all)");
-  g->add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file");
+  // Every value is checked while parsing (plm/train/cli.hpp); errors name the option.
+  using namespace train::cli;
+  using C = nn::T5Config;
+  g->add_option("--fasta", o.fasta, "protein sequences (plain or .gz)")->check(CLI::ExistingFile);
+  g->add_option("--labels", o.labels, "label table: ID<TAB>LABEL")->check(CLI::ExistingFile);
+  g->add_option("--clusters", o.clusters, "cluster table: ID<TAB>CLUSTER (examples/data/make_clusters.sh)")->check(CLI::ExistingFile);
+  g->add_option("--valid-fraction", o.valid_fraction, "share of proteins (whole clusters) for early stopping")->check(fraction());
+  g->add_option("--test-fraction", o.test_fraction, "share of proteins (whole clusters) for the report")->check(fraction());
+  g->add_option("--min-class-size", o.min_class_size, "classes with fewer proteins are left out")->check(non_negative());
+  g->add_option("--max-length", o.max_length, "longer proteins keep their first residues (0 = no limit)")->check(non_negative());
+  g->add_option("--limit", o.limit, "use only the first N labelled proteins (0 = all)")->check(non_negative());
+  g->add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
   auto* m = app.add_option_group("model");
   m->add_option("--backbone", o.backbone, "Hugging Face T5 / Ankh checkpoint directory (e.g. ankh3_pretrain's out/model); "
-                                          "empty: a randomly initialised encoder of the sizes below");
-  m->add_option("--d-model", o.d_model);
-  m->add_option("--d-ff", o.d_ff);
-  m->add_option("--heads", o.heads);
-  m->add_option("--layers", o.layers);
+                                          "empty: a randomly initialised encoder of the sizes below")
+      ->check(CLI::ExistingDirectory);
+  m->add_option("--d-model", o.d_model, "a multiple of --heads (d_kv = d_model / heads)")->check(in_range(index_t(1), C::max_width));
+  m->add_option("--d-ff", o.d_ff)->check(in_range(index_t(1), C::max_width));
+  m->add_option("--heads", o.heads)->check(in_range(index_t(1), C::max_heads));
+  m->add_option("--layers", o.layers)->check(in_range(index_t(1), C::max_depth));
   m->add_flag("--freeze", o.freeze, "train only the new layers");
   m->add_flag("--scaled", o.scaled, "scale attention scores by 1/sqrt(d) (the released code does not)");
-  m->add_option("--readout", o.readout, "readout width");
+  m->add_option("--readout", o.readout, "readout width")->check(in_range(index_t(1), C::max_width));
   auto* ob = app.add_option_group("objective");
-  ob->add_option("--arms", o.arms, "both, baseline or nm");
-  ob->add_option("--loss", o.loss, "squared (released), l1, kl or entropy-hinge");
-  ob->add_option("--lambda", o.lambda, "weight of the attention loss");
-  ob->add_option("--margin", o.margin, "entropy-hinge margin");
-  ob->add_option("--negatives", o.negatives, "negatives per anchor");
-  ob->add_option("--negatives-from", o.negatives_from, "label (another label, then a member) or hard (most similar of other labels)");
-  ob->add_option("--hard-pool", o.hard_pool, "with --negatives-from hard: draw among this many nearest, refreshed every epoch");
+  ob->add_option("--arms", o.arms, "both, baseline or nm")->check(one_of({"both", "baseline", "nm"}));
+  ob->add_option("--loss", o.loss, "squared (released), l1, kl or entropy-hinge")->check(one_of({"squared", "l1", "kl", "entropy-hinge"}));
+  ob->add_option("--lambda", o.lambda, "weight of the attention loss")->check(non_negative());
+  ob->add_option("--margin", o.margin, "entropy-hinge margin")->check(non_negative());
+  ob->add_option("--negatives", o.negatives, "negatives per anchor")->check(in_range(1L, 1L << 20));
+  ob->add_option("--negatives-from", o.negatives_from, "label (another label, then a member) or hard (most similar of other labels)")
+      ->check(one_of({"label", "hard"}));
+  ob->add_option("--hard-pool", o.hard_pool, "with --negatives-from hard: draw among this many nearest, refreshed every epoch")
+      ->check(in_range(1L, 1L << 20));
   auto* op = app.add_option_group("optimisation");
-  op->add_option("--lr", o.lr, "AdamW learning rate of the new layers");
-  op->add_option("--backbone-lr-mult", o.backbone_lr_mult, "the backbone's learning rate is lr times this");
-  op->add_option("--weight-decay", o.weight_decay);
-  op->add_option("--clip", o.clip, "global gradient-norm limit (0 = off)");
-  op->add_option("--epochs", o.epochs);
-  op->add_option("--batch", o.batch, "anchors per step");
-  op->add_option("--patience", o.patience, "stop after this many epochs without a better validation loss");
+  op->add_option("--lr", o.lr, "AdamW learning rate of the new layers")->check(positive());
+  op->add_option("--backbone-lr-mult", o.backbone_lr_mult, "the backbone's learning rate is lr times this")->check(non_negative());
+  op->add_option("--weight-decay", o.weight_decay)->check(non_negative());
+  op->add_option("--clip", o.clip, "global gradient-norm limit (0 = off)")->check(non_negative());
+  op->add_option("--epochs", o.epochs)->check(at_least(1));
+  op->add_option("--batch", o.batch, "anchors per step")->check(in_range(1L, 1L << 20));
+  op->add_option("--patience", o.patience, "stop after this many epochs without a better validation loss")->check(at_least(1));
   auto* r = app.add_option_group("run");
   r->add_option("--out", o.out, "output directory");
   r->add_flag("--resume", o.resume, "continue from the checkpoints in --out");
-  r->add_option("--seed", o.seed);
-  r->add_option("--threads", o.threads, "CPU threads (0 = all)");
+  r->add_flag("--overwrite", o.overwrite, "replace an earlier run in --out (without it, or --resume, an earlier run is refused)");
+  r->add_option("--seed", o.seed)->check(non_negative());
+  r->add_option("--threads", o.threads, "CPU threads (0 = all)")->check(non_negative());
   train::add_device_options(*r, o.device);
+  app.callback([&] {  // rules between options, still at parse time
+    if (o.valid_fraction + o.test_fraction >= 1)
+      throw CLI::ValidationError("--valid-fraction", str(o.valid_fraction) + " and --test-fraction " + str(o.test_fraction) +
+                                                         " leave no proteins for training");
+    if (o.backbone.empty() && o.d_model % o.heads != 0)
+      throw CLI::ValidationError("--d-model", str(o.d_model) + " must be a multiple of --heads " + str(o.heads));
+  });
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
-    PLM_CHECK(o.arms == "both" || o.arms == "baseline" || o.arms == "nm", "--arms: unknown '", o.arms, "' (both, baseline, nm)");
-    objectives::parse_negative_mining_loss(o.loss);
-    PLM_CHECK(o.negatives_from == "label" || o.negatives_from == "hard", "--negatives-from: unknown '", o.negatives_from, "' (label, hard)");
-    PLM_CHECK(o.epochs > 0 && o.batch > 0 && o.patience > 0 && o.negatives > 0 && o.hard_pool > 0 && o.lambda >= 0,
-              "--epochs, --batch, --patience, --negatives and --hard-pool must be positive, --lambda >= 0");
-    PLM_CHECK(o.d_model % o.heads == 0, "--d-model ", o.d_model, " must be a multiple of --heads ", o.heads);
     return train::run_on_device(o.device, [&](auto backend) {
       const auto body = [&](auto model) { return run<typename decltype(model)::type>(o); };
       using B = decltype(backend);

@@ -6,6 +6,12 @@
 // the target. rename() within one file system is atomic, so a reader, or the
 // machine after a crash, sees either the old file or the complete new one,
 // never a prefix of a checkpoint. The temporary file is removed on any failure.
+// Only regular files are written: a target that is a device (/dev/full), a
+// directory, a FIFO or a socket is refused before anything is written, because
+// renaming over it would replace the node with a file. A symbolic link is
+// followed: the file it points to is replaced and the link is kept. Every
+// write, the fsync and the close are checked; commit() throws when any failed,
+// and the target is then untouched.
 //
 // detail::InputFile reads with positional reads (pread), so several threads may
 // read tensors of one file at the same time without sharing a file position.
@@ -100,6 +106,42 @@ class InputFile {
   std::uint64_t size_ = 0;
 };
 
+// "a directory", "a character device", ...: what a non-regular file is, for errors.
+inline const char* file_kind(mode_t m) {
+  if (S_ISDIR(m)) return "a directory";
+  if (S_ISCHR(m)) return "a character device";
+  if (S_ISBLK(m)) return "a block device";
+  if (S_ISFIFO(m)) return "a FIFO";
+  if (S_ISSOCK(m)) return "a socket";
+  return "not a regular file";
+}
+
+// The file a write to `path` replaces: `path` itself, or where a symbolic link
+// points. Throws unless that is a regular file or does not exist yet.
+inline std::string regular_write_target(const std::string& path, const std::string& what = "io") {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    PLM_CHECK(err == ENOENT, what, ": ", path, ": cannot inspect the output path: ", errno_message(err));
+    return path;  // a new file
+  }
+  std::string target = path;
+  if (S_ISLNK(st.st_mode)) {
+    std::error_code ec;
+    const auto resolved = std::filesystem::weakly_canonical(path, ec);
+    PLM_CHECK(!ec, what, ": ", path, ": cannot resolve the symbolic link: ", ec.message());
+    target = resolved.string();
+    if (::stat(target.c_str(), &st) != 0) {
+      const int err = errno;
+      PLM_CHECK(err == ENOENT, what, ": ", path, ": cannot inspect ", target, ": ", errno_message(err));
+      return target;  // a link to a file not created yet
+    }
+  }
+  PLM_CHECK(S_ISREG(st.st_mode), what, ": ", path, (target == path ? "" : " (-> " + target + ")"), " is ", file_kind(st.st_mode),
+            "; plm writes only regular files (give a file path)");
+  return target;
+}
+
 // A name next to `path` that no other writer (thread or process) picks: the pid,
 // a process-wide counter and the clock; open(O_EXCL) settles any remaining clash.
 inline std::string temp_name_for(const std::string& path) {
@@ -118,8 +160,9 @@ class AtomicFile {
  public:
   explicit AtomicFile(std::string path) : path_(std::move(path)) {
     PLM_CHECK(!path_.empty(), "io: cannot write to an empty path");
+    target_ = detail::regular_write_target(path_);
     for (int attempt = 0; fd_ < 0; ++attempt) {
-      temp_ = detail::temp_name_for(path_);
+      temp_ = detail::temp_name_for(target_);
       fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
       const int err = errno;
       if (fd_ < 0 && !((err == EEXIST && attempt < 100) || err == EINTR))
@@ -163,7 +206,9 @@ class AtomicFile {
     fd_ = -1;
     // Network file systems may report deferred write errors only here.
     if (::close(fd) != 0) fail_errno("close failed");
-    if (std::rename(temp_.c_str(), path_.c_str()) != 0) {
+    // Again at the last moment: the path may have become a device or directory while we wrote.
+    if (detail::regular_write_target(path_) != target_) PLM_FAIL("io: ", path_, ": the output path changed while it was written");
+    if (std::rename(temp_.c_str(), target_.c_str()) != 0) {
       const int err = errno;
       PLM_FAIL("io: ", path_, ": cannot rename ", temp_, " over it: ", detail::errno_message(err));
     }
@@ -175,7 +220,7 @@ class AtomicFile {
   // Makes the rename itself durable. Best effort: some file systems refuse fsync
   // on a directory, and the file is complete and in place either way.
   void sync_directory() const {
-    std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+    std::filesystem::path dir = std::filesystem::path(target_).parent_path();
     if (dir.empty()) dir = ".";
     const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return;
@@ -188,10 +233,36 @@ class AtomicFile {
     PLM_FAIL("io: ", path_, ": ", what, ": ", detail::errno_message(err));
   }
 
-  std::string path_, temp_;
+  std::string path_, target_, temp_;  // target_: path_ with a symbolic link resolved
   int fd_ = -1;
   bool committed_ = false;
 };
+
+// For a program's output option (`option`: "--out"): checks before any work is
+// done that `path` can be written as a regular file, and refuses a file that
+// already exists unless `overwrite` (the user's explicit --overwrite), so a
+// finished result is never replaced by accident.
+inline void check_new_output(const std::string& path, bool overwrite, const std::string& option) {
+  PLM_CHECK(!path.empty(), option, ": empty path");
+  const std::string target = detail::regular_write_target(path, option);
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(target, ec);
+  PLM_CHECK(!exists || overwrite, option, " ", path, " already exists; add --overwrite to replace it, or choose another path");
+  const std::filesystem::path dir = std::filesystem::path(target).parent_path();
+  if (!dir.empty()) {
+    PLM_CHECK(std::filesystem::is_directory(dir, ec), option, " ", path, ": the directory ", dir.string(), " does not exist");
+    PLM_CHECK(::access(dir.c_str(), W_OK) == 0, option, " ", path, ": the directory ", dir.string(), " is not writable");
+  }
+}
+
+// Flushes standard output and throws if anything written to it was lost (a
+// full disk behind a redirection, /dev/full), so a program can exit non-zero.
+inline void flush_stdout() {
+  errno = 0;
+  const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout);
+  const int err = errno;
+  PLM_CHECK(!failed, "io: standard output: write failed", err ? ": " + detail::errno_message(err) : std::string());
+}
 
 // Calls fill(AtomicFile&) and commits; on an exception the target is untouched.
 template <class F>
