@@ -1,0 +1,7 @@
+// libFuzzer entry of the fasta_gz_raw harness (the body: plm::fuzz::fuzz_fasta_gz_raw in harnesses.hpp).
+#include <cstddef>
+#include <cstdint>
+
+extern "C" int plm_fuzz_fasta_gz_raw(const std::uint8_t* data, std::size_t size);
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) { return plm_fuzz_fasta_gz_raw(data, size); }
