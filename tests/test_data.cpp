@@ -783,3 +783,20 @@ TEST_CASE("PairList: partners and non-partners both ways, errors with file:line"
   write_file(path, "A\tA\t0\n");
   check_error([&] { PairList::read(path, ids); }, "a protein paired with itself");
 }
+
+TEST_CASE("tables and vocabulary files: a line beyond the bound is an error naming file and line, before it is held") {
+  TempDir tmp;
+  const std::string labels = tmp.file("labels.tsv"), pairs = tmp.file("pairs.tsv"), vocab = tmp.file("vocab.txt");
+  write_file(labels, "P1\tnucleus\nP2\t" + std::string((1u << 20) + 10, 'x') + "\n");
+  check_error([&] { (void)data::LabelTable::read(labels); }, labels + ":2", "line longer than 1048576 bytes");
+  write_file(pairs, "a\tb\t1\n" + std::string((1u << 20) + 1, 'y'));  // no final newline
+  check_error([&] { (void)data::PairList::read(pairs, {"a", "b"}); }, pairs + ":2", "line longer than");
+  write_file(vocab, "<pad>\n</s>\n<unk>\n" + std::string(70000, 'A') + "\n");
+  check_error([&] { (void)Vocabulary::from_vocab_file(vocab); }, vocab + ":4", "line longer than 65536 bytes");
+  // A last line without newline, and CRLF, still read as before.
+  write_file(labels, "P1\tnucleus\r\nP2\tcytoplasm");
+  const auto t = data::LabelTable::read(labels);
+  REQUIRE(t.rows.size() == 2);
+  CHECK(t.rows[0].second == "nucleus");
+  CHECK(t.rows[1].second == "cytoplasm");
+}

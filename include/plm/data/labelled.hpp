@@ -25,10 +25,12 @@
 #include "plm/core/philox.hpp"
 #include "plm/core/shape.hpp"
 #include "plm/data/fasta.hpp"
+#include "plm/data/lines.hpp"
 
 namespace plm::data {
 
 namespace detail {
+inline constexpr std::size_t max_table_line = std::size_t{1} << 20;  // an id and a label: 1 MiB is far beyond any real line
 // Splits a line on tabs (a trailing '\r' removed).
 inline std::vector<std::string> split_tabs(std::string line) {
   if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -56,7 +58,7 @@ struct LabelTable {
     LabelTable t;
     std::unordered_map<std::string, std::size_t> line_of;
     std::string line;
-    for (std::size_t n = 1; std::getline(in, line); ++n) {
+    for (std::size_t n = 1; detail::read_bounded_line(in, line, detail::max_table_line, "LabelTable", path, n); ++n) {
       if (detail::skip_line(line)) continue;
       const auto f = detail::split_tabs(line);
       PLM_CHECK(f.size() == 2, "LabelTable: ", path, ":", n, ": expected 'ID<TAB>LABEL', found ", f.size(), " tab-separated fields");
@@ -136,7 +138,7 @@ struct PairList {
     p.non_partners.resize(ids.size());
     std::map<std::pair<index_t, index_t>, std::pair<bool, std::size_t>> known;
     std::string line;
-    for (std::size_t n = 1; std::getline(in, line); ++n) {
+    for (std::size_t n = 1; detail::read_bounded_line(in, line, detail::max_table_line, "PairList", path, n); ++n) {
       if (detail::skip_line(line)) continue;
       const auto f = detail::split_tabs(line);
       PLM_CHECK(f.size() == 3, "PairList: ", path, ":", n, ": expected 'ID_A<TAB>ID_B<TAB>1|0', found ", f.size(), " fields");

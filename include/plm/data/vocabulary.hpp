@@ -34,6 +34,7 @@
 
 #include "plm/core/error.hpp"
 #include "plm/core/json.hpp"
+#include "plm/data/lines.hpp"
 
 namespace plm::data {
 
@@ -231,7 +232,7 @@ class Vocabulary {
     std::vector<std::string> tokens;
     std::string line;
     std::size_t line_no = 0;
-    while (std::getline(in, line)) {
+    while (detail::read_bounded_line(in, line, std::size_t{1} << 16, "Vocabulary", path, line_no + 1)) {
       ++line_no;
       if (!line.empty() && line.back() == '\r') line.pop_back();
       const std::size_t tab = line.find('\t');
