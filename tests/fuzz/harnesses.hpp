@@ -451,13 +451,19 @@ inline void read_safetensors(const std::uint8_t* data, std::size_t size, bool pr
       primary);
 }
 
-inline int fuzz_safetensors(const std::uint8_t* data, std::size_t size) {
+// Runs f(bytes, size, primary) on the input and, when its header length needs
+// repair, once more on the repaired copy (primary false).
+template <class F>
+int on_input_and_repaired(const std::uint8_t* data, std::size_t size, F&& f) {
   first_error().clear();
-  read_safetensors(data, size, true);
+  f(data, size, true);
   std::string repaired;
-  if (repair_header_length(data, size, repaired))
-    read_safetensors(reinterpret_cast<const std::uint8_t*>(repaired.data()), repaired.size(), false);
+  if (repair_header_length(data, size, repaired)) f(reinterpret_cast<const std::uint8_t*>(repaired.data()), repaired.size(), false);
   return 0;
+}
+
+inline int fuzz_safetensors(const std::uint8_t* data, std::size_t size) {
+  return on_input_and_repaired(data, size, [](const std::uint8_t* d, std::size_t n, bool primary) { read_safetensors(d, n, primary); });
 }
 
 // ---------------------------------------------------------------------------
@@ -684,12 +690,8 @@ inline void load_checkpoint_input(const std::uint8_t* data, std::size_t size, bo
 }
 
 inline int fuzz_checkpoint(const std::uint8_t* data, std::size_t size) {
-  first_error().clear();
-  load_checkpoint_input(data, size, true);
-  std::string repaired;
-  if (repair_header_length(data, size, repaired))
-    load_checkpoint_input(reinterpret_cast<const std::uint8_t*>(repaired.data()), repaired.size(), false);
-  return 0;
+  return on_input_and_repaired(data, size,
+                               [](const std::uint8_t* d, std::size_t n, bool primary) { load_checkpoint_input(d, n, primary); });
 }
 
 // ---------------------------------------------------------------------------
