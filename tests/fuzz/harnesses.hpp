@@ -245,7 +245,10 @@ inline data::FastaOptions fasta_policies(std::uint64_t h) {
 // must give exactly the same records, counters and error; (3) policies drawn
 // from `h`, read to the end, then rewound and resumed from half-way with
 // skip_to(), which must give the same records as the first pass from there on.
-inline FastaOutcome fasta_three_ways(const std::string& path, std::uint64_t h) {
+// Bytes that start with the gzip magic are inflated: a corrupt stream may then be
+// noticed before or after the FASTA parser trips over what was inflated so far,
+// depending on the buffer, so for them only refusal itself must agree.
+inline FastaOutcome fasta_three_ways(const std::string& path, std::uint64_t h, bool gzip_magic) {
   data::FastaOptions big;
   big.buffer_bytes = 1u << 16;
   const FastaOutcome a = read_fasta_outcome(path, big, true);
@@ -253,8 +256,12 @@ inline FastaOutcome fasta_three_ways(const std::string& path, std::uint64_t h) {
   data::FastaOptions tiny;
   tiny.buffer_bytes = 1 + h % 7;
   const FastaOutcome b = read_fasta_outcome(path, tiny, false);
-  PLM_FUZZ_EXPECT(same_outcome(a, b), "buffer of 64 KB: ", describe(a), "; buffer of ", tiny.buffer_bytes,
-                  " bytes: ", describe(b));
+  if (gzip_magic && (!a.error.empty() || !b.error.empty()))
+    PLM_FUZZ_EXPECT(a.error.empty() == b.error.empty(), "buffer of 64 KB: ", describe(a), "; buffer of ", tiny.buffer_bytes,
+                    " bytes: ", describe(b));
+  else
+    PLM_FUZZ_EXPECT(same_outcome(a, b), "buffer of 64 KB: ", describe(a), "; buffer of ", tiny.buffer_bytes,
+                    " bytes: ", describe(b));
 
   const data::FastaOptions o = fasta_policies(h);
   attempt([&] {
@@ -288,7 +295,7 @@ inline FastaOutcome fasta_three_ways(const std::string& path, std::uint64_t h) {
 inline int fuzz_fasta(const std::uint8_t* data, std::size_t size) {
   first_error().clear();
   const std::string path = Scratch::get().write("input.fasta", data, size);
-  fasta_three_ways(path, fnv1a(data, size));
+  fasta_three_ways(path, fnv1a(data, size), size >= 2 && data[0] == 0x1f && data[1] == 0x8b);
   return 0;
 }
 
