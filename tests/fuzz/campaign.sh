@@ -16,11 +16,10 @@ fi
 build=$1 campaign=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
-all=(fasta fasta_gz_raw fasta_gz safetensors config tokenizer_json vocab_file labelled checkpoint metrics)
+# shellcheck source=common.sh
+. "$here/common.sh"
 if [ $# -gt 0 ]; then harnesses=("$@"); else harnesses=("${all[@]}"); fi
 jobs=${PLM_FUZZ_JOBS:-2} runs=${PLM_FUZZ_RUNS:-10000000} seconds=${PLM_FUZZ_SECONDS:-3600}
-max_len() { case $1 in fasta_gz_raw|fasta_gz|safetensors|checkpoint) echo 65536 ;; *) echo 4096 ;; esac; }
-dict() { case $1 in safetensors|config|tokenizer_json|checkpoint|metrics) echo "-dict=$here/json.dict" ;; esac; }
 # Allocation stacks are not recorded (malloc_context_size=0): reports keep their
 # own stack, and the campaign runs faster. Every sanitizer check stays on.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-malloc_context_size=0}

@@ -20,23 +20,10 @@ fi
 build=$1 seconds=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
-all=(fasta fasta_gz_raw fasta_gz safetensors config tokenizer_json vocab_file labelled checkpoint metrics)
+# shellcheck source=common.sh
+. "$here/common.sh"
 if [ $# -gt 0 ]; then harnesses=("$@"); else harnesses=("${all[@]}"); fi
 jobs=${PLM_FUZZ_JOBS:-2}
-
-# Inputs are bounded: text formats at 4 KB, binary ones (gzip, safetensors) at 64 KB.
-max_len() {
-  case $1 in
-    fasta_gz_raw|fasta_gz|safetensors|checkpoint) echo 65536 ;;
-    *) echo 4096 ;;
-  esac
-}
-# JSON-based formats get the JSON dictionary.
-dict() {
-  case $1 in
-    safetensors|config|tokenizer_json|checkpoint|metrics) echo "-dict=$here/json.dict" ;;
-  esac
-}
 
 for h in "${harnesses[@]}"; do
   [ -x "$build/tests/fuzz/fuzz_$h" ] || { echo "run.sh: no $build/tests/fuzz/fuzz_$h (build with -DPLM_FUZZ=ON, target plm_fuzz)" >&2; exit 2; }
