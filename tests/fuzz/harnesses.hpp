@@ -240,6 +240,26 @@ inline data::FastaOptions fasta_policies(std::uint64_t h) {
   return o;
 }
 
+// Reads `path` with a 64 KB buffer (the primary parse, returned) and with a buffer
+// of 1 to 7 bytes: they must give the same records, counters and error. For
+// inflated input a corrupt stream may be noticed after a different number of
+// lines, so when either refuses, only refusal itself must agree.
+inline FastaOutcome big_and_tiny_buffers_agree(const std::string& path, std::uint64_t h, bool inflated) {
+  data::FastaOptions big;
+  big.buffer_bytes = 1u << 16;
+  const FastaOutcome a = read_fasta_outcome(path, big, true);
+  data::FastaOptions tiny;
+  tiny.buffer_bytes = 1 + h % 7;
+  const FastaOutcome b = read_fasta_outcome(path, tiny, false);
+  if (inflated && (!a.error.empty() || !b.error.empty()))
+    PLM_FUZZ_EXPECT(a.error.empty() == b.error.empty(), "buffer of 64 KB: ", describe(a), "; buffer of ", tiny.buffer_bytes,
+                    " bytes: ", describe(b));
+  else
+    PLM_FUZZ_EXPECT(same_outcome(a, b), "buffer of 64 KB: ", describe(a), "; buffer of ", tiny.buffer_bytes,
+                    " bytes: ", describe(b));
+  return a;
+}
+
 // Reads the file at `path` three ways: (1) default options with a 64 KB buffer
 // (the primary parse); (2) default options with a buffer of a few bytes, which
 // must give exactly the same records, counters and error; (3) policies drawn
@@ -249,19 +269,7 @@ inline data::FastaOptions fasta_policies(std::uint64_t h) {
 // noticed before or after the FASTA parser trips over what was inflated so far,
 // depending on the buffer, so for them only refusal itself must agree.
 inline FastaOutcome fasta_three_ways(const std::string& path, std::uint64_t h, bool gzip_magic) {
-  data::FastaOptions big;
-  big.buffer_bytes = 1u << 16;
-  const FastaOutcome a = read_fasta_outcome(path, big, true);
-
-  data::FastaOptions tiny;
-  tiny.buffer_bytes = 1 + h % 7;
-  const FastaOutcome b = read_fasta_outcome(path, tiny, false);
-  if (gzip_magic && (!a.error.empty() || !b.error.empty()))
-    PLM_FUZZ_EXPECT(a.error.empty() == b.error.empty(), "buffer of 64 KB: ", describe(a), "; buffer of ", tiny.buffer_bytes,
-                    " bytes: ", describe(b));
-  else
-    PLM_FUZZ_EXPECT(same_outcome(a, b), "buffer of 64 KB: ", describe(a), "; buffer of ", tiny.buffer_bytes,
-                    " bytes: ", describe(b));
+  const FastaOutcome a = big_and_tiny_buffers_agree(path, h, gzip_magic);
 
   const data::FastaOptions o = fasta_policies(h);
   attempt([&] {
@@ -306,18 +314,7 @@ inline int fuzz_fasta(const std::uint8_t* data, std::size_t size) {
 inline int fuzz_fasta_gz_raw(const std::uint8_t* data, std::size_t size) {
   first_error().clear();
   const std::string path = Scratch::get().write("input.fasta.gz", data, size);
-  const std::uint64_t h = fnv1a(data, size);
-  data::FastaOptions big;
-  big.buffer_bytes = 1u << 16;
-  const FastaOutcome a = read_fasta_outcome(path, big, true);
-  data::FastaOptions tiny;
-  tiny.buffer_bytes = 1 + h % 7;
-  const FastaOutcome b = read_fasta_outcome(path, tiny, false);
-  // A corrupt stream may be noticed after a different number of lines, so only
-  // whether it is refused must agree, not the message.
-  PLM_FUZZ_EXPECT(a.error.empty() == b.error.empty(), "buffer of 64 KB: ", describe(a), "; buffer of ",
-                  tiny.buffer_bytes, " bytes: ", describe(b));
-  if (a.error.empty()) PLM_FUZZ_EXPECT(same_outcome(a, b), "buffer of 64 KB: ", describe(a), "; tiny: ", describe(b));
+  big_and_tiny_buffers_agree(path, fnv1a(data, size), true);
   return 0;
 }
 
