@@ -154,7 +154,7 @@ double model_step(nn::Ankh3Model<B, T>& m, const Batch& h, Tensor<cpu, T>& logit
   Tensor<B, T> logits(Shape{3, 6, m.config().vocab_size}), dl(Shape{3, 6, m.config().vocab_size});
   typename nn::Ankh3Model<B, T>::Cache cache;
   m.params().zero_grad();
-  m.forward(src, valid, dec, logits, cache, dropout_seed);
+  m.forward(src, valid, dec, logits, cache, nn::Pass::train(dropout_seed));
   objectives::CrossEntropy<B, T> ce(-100);
   const double loss = ce(logits, tgt, dl).loss;
   m.backward(dl, cache);

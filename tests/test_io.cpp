@@ -87,6 +87,7 @@ void check_same_config(const nn::T5Config& a, const nn::T5Config& b) {
   CHECK(a.dropout_rate == b.dropout_rate);
   CHECK(a.initializer_factor == b.initializer_factor);
   CHECK(a.tie_word_embeddings == b.tie_word_embeddings);
+  CHECK(a.scales_decoder_outputs() == b.scales_decoder_outputs());
   CHECK(a.feed_forward_proj == b.feed_forward_proj);
   CHECK(a.pad_token_id == b.pad_token_id);
   CHECK(a.eos_token_id == b.eos_token_id);

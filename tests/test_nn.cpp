@@ -154,7 +154,7 @@ TEST_CASE("gradient: feed-forward blocks (gated gelu, gated silu, plain relu) an
     randomize(ps, 6);
     DT x = random_tensor<D>(Shape{2, 3, 5}, 1), y(x.shape()), r = random_tensor<D>(x.shape(), 2), dx(x.shape());
     typename FF::Cache c;
-    const DropoutKey key = DropoutKey{42}.in_stack(DropoutStack::encoder).in_layer(3).in_block(DropoutBlock::feed_forward);
+    const DropoutKey key = DropoutKey::of(Pass::train(42)).in_stack(DropoutStack::encoder).in_layer(3).in_block(DropoutBlock::feed_forward);
     auto loss = [&] {
       ff.forward(x, y, c, key);
       return dot<D>(y, r);
@@ -230,10 +230,16 @@ TEST_CASE("gradient: encoder and decoder layers") {
   check_all(ps, loss, grads, {{&x, &dx}, {&xd, &dxd}, {&bias_e, &dbe}, {&bias_d, &dbd}}, "encoder layer -> decoder layer");
 }
 
-TEST_CASE("gradient: whole T5 model + cross-entropy, padding, both bias directions, untied and tied heads") {
-  for (int variant = 0; variant < 3; ++variant) {
+TEST_CASE("gradient: whole T5 model + cross-entropy, padding, both bias directions, untied and tied heads, dropout") {
+  // variants: 0 untied, 1 tied and scaled, 2 gated-gelu with label smoothing,
+  // 3 untied but scaled, 4 tied unscaled, 5 a training pass with dropout 0.2
+  for (int variant = 0; variant < 6; ++variant) {
     T5Config c = grad_config();
-    c.tie_word_embeddings = variant == 1;
+    c.tie_word_embeddings = variant == 1 || variant == 4;
+    if (variant == 3) c.scale_decoder_outputs = true;
+    if (variant == 4) c.scale_decoder_outputs = false;
+    if (variant == 5) c.dropout_rate = 0.2;
+    const Pass pass = variant == 5 ? Pass::train(77) : Pass::eval();
     if (variant == 2) c.feed_forward_proj = "gated-gelu";
     auto run = [&](auto model_tag) {
       using Model = typename decltype(model_tag)::type;
@@ -253,12 +259,12 @@ TEST_CASE("gradient: whole T5 model + cross-entropy, padding, both bias directio
       typename Model::Cache cache;
       objectives::CrossEntropy<cpu, D> ce(-100, variant == 2 ? 0.1 : 0.0);
       auto loss = [&] {
-        m.forward(src, valid, dec_in, logits, cache);
+        m.forward(src, valid, dec_in, logits, cache, pass);
         return ce(logits, tgt).loss;
       };
       auto grads = [&] {
         m.params().zero_grad();
-        m.forward(src, valid, dec_in, logits, cache);
+        m.forward(src, valid, dec_in, logits, cache, pass);
         DT dl(logits.shape());
         ce(logits, tgt, dl);
         m.backward(dl, cache);

@@ -137,9 +137,9 @@ int run(const Options& o) {
   typename Model::Cache cache;
   Tensor<B, float> logits;
   samplers::Seq2SeqBatch<B> b;
-  auto forward = [&](std::uint64_t dropout_seed) {
+  auto forward = [&](nn::Pass pass) {
     logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), cfg.vocab_size});
-    model.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, dropout_seed, b.dec_valid.cview());
+    model.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, pass, b.dec_valid.cview());
   };
   const optim::GradientAccumulation acc{o.accum};
   train::ProgressBar bar(o.steps, "tok/s", ts.step);
@@ -151,7 +151,7 @@ int run(const Options& o) {
     index_t tokens = 0;
     for (long micro = 0; micro < o.accum; ++micro) {
       stream.next(b);
-      forward(static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.accum) + static_cast<std::uint64_t>(micro));
+      forward(nn::Pass::train(static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.accum) + static_cast<std::uint64_t>(micro)));
       const auto r = loss(logits.cview(), b.labels.cview(), b.task, logits.view());  // logits become d loss / d logits
       if (acc.micro_batches > 1) ops<B>::scale(logits.cview(), static_cast<float>(acc.loss_weight()), logits.view());
       model.backward(logits.cview(), cache);
@@ -175,7 +175,7 @@ int run(const Options& o) {
       objectives::MultiTaskResult v;
       for (const auto& rows : valid.batches) {
         samplers::collate<B>(valid.examples, rows, b);
-        forward(0);
+        forward(nn::Pass::eval());
         v.add(loss(logits.cview(), b.labels.cview(), b.task));
       }
       auto vr = record("valid", step, v);

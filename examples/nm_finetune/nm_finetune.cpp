@@ -117,7 +117,7 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
     }
     for (std::int64_t b = 0; b < per_epoch; ++b) {
       const auto nb = sampler.batch(static_cast<std::uint64_t>(epoch), b);
-      const auto r = m.step(d.tokens, d.labels, nb, pad, true);
+      const auto r = m.step(d.tokens, d.labels, nb, pad, true, static_cast<std::uint64_t>(ts.step + 1));  // dropout masks per step
       const double gn = o.clip > 0 ? optim::clip_grad_norm(ps, o.clip) : optim::grad_norm(ps);
       opt.step(o.lr);
       ps.zero_grad();

@@ -7,6 +7,14 @@
 // plm's defaults: vocab_size 32128, d_ff 2048, dropout_rate 0.1,
 // feed_forward_proj "relu", tie_word_embeddings true), num_decoder_layers
 // absent or null means num_layers, and unknown keys are ignored.
+//
+// Tying and output scaling, as both transformers 4 and 5 write them:
+// scale_decoder_outputs is the key when present (transformers 5), and
+// otherwise equals tie_word_embeddings (transformers 4). transformers 5 writes
+// "tie_word_embeddings": true for every T5 and decides tying by the weights;
+// io::read_t5_dir_config does the same (io::resolve_tying). Writing puts both
+// keys: "tie_word_embeddings" as the model is (so transformers 4 reads an
+// untied model right) and "scale_decoder_outputs" (so transformers 5 does).
 // decoder_start_token_id, which transformers leaves unset for T5, defaults to
 // pad_token_id: T5 starts decoding from the pad token.
 #include <cstdint>
@@ -141,6 +149,11 @@ inline nn::T5Config read_t5_config(const std::string& path) {
   f.number("dropout_rate", c.dropout_rate);
   f.number("initializer_factor", c.initializer_factor);
   f.boolean("tie_word_embeddings", c.tie_word_embeddings);
+  // Output scaling: the key transformers 5 writes, or else (transformers 4, and
+  // transformers 5 reading a file without the key) the same as tie_word_embeddings.
+  bool scale = c.tie_word_embeddings;
+  f.boolean("scale_decoder_outputs", scale);
+  c.scale_decoder_outputs = scale;
   f.string("feed_forward_proj", c.feed_forward_proj);
   f.integer("pad_token_id", c.pad_token_id);
   f.integer("eos_token_id", c.eos_token_id);
@@ -186,6 +199,7 @@ inline void write_t5_config(const nn::T5Config& c, const std::string& path, bool
       {"dropout_rate", c.dropout_rate},
       {"initializer_factor", c.initializer_factor},
       {"tie_word_embeddings", c.tie_word_embeddings},
+      {"scale_decoder_outputs", c.scales_decoder_outputs()},
       {"feed_forward_proj", c.feed_forward_proj},
       {"dense_act_fn", act.dense_act_fn},
       {"is_gated_act", act.is_gated_act},

@@ -8,6 +8,7 @@
 // `encoder.embed_tokens.weight` / `decoder.embed_tokens.weight`. Loading
 // refuses, naming every offending tensor, a checkpoint with missing, extra or
 // mis-shaped tensors, so a wrong file never half-loads silently.
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -16,6 +17,7 @@
 #include "plm/backend/cpu/ops.hpp"  // host-side conversions (ops<cpu>::convert)
 #include "plm/core/type_tag.hpp"
 #include "plm/io/hf_config.hpp"
+#include "plm/io/hf_weights.hpp"
 #include "plm/io/safetensors.hpp"
 #include "plm/nn/t5.hpp"
 
@@ -28,14 +30,11 @@ inline std::string list_names(const std::vector<std::string>& names, std::size_t
   if (names.size() > limit) s += ", ... (" + std::to_string(names.size()) + " in all)";
   return s;
 }
-inline std::string weights_path(const std::string& dir_or_file) {
-  namespace fs = std::filesystem;
-  return fs::is_directory(dir_or_file) ? (fs::path(dir_or_file) / "model.safetensors").string() : dir_or_file;
-}
 }  // namespace detail
 
-// Reads every parameter of `params` from a safetensors file (or a directory
-// holding model.safetensors), converting dtypes as needed. Tensors of the file
+// Reads every parameter of `params` from a safetensors file or a model
+// directory (model.safetensors, or a sharded model.safetensors.index.json; see
+// ModelWeights), converting dtypes as needed. Tensors of the file
 // whose names start with one of `skip_prefixes` are ignored instead of being
 // reported as extra (e.g. "decoder." and "lm_head." to take the encoder of a
 // full checkpoint).
@@ -47,8 +46,8 @@ void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_f
                      nn::ParamRange range) {
   PLM_CHECK(range.begin >= 0 && range.begin <= range.end && range.end <= params.size(), "load_parameters: parameter range [",
             range.begin, ", ", range.end, ") outside the set of ", params.size());
-  const std::string path = detail::weights_path(dir_or_file);
-  const SafetensorsReader file(path);
+  const ModelWeights file(dir_or_file);
+  const std::string& path = file.path();
   static const char* const embed_aliases[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
   std::vector<std::string> missing;
   std::set<std::string> used;
@@ -130,13 +129,49 @@ void save_parameters(const nn::ParameterSet<B, T>& params, const std::string& pa
   w.write(path);
 }
 
-// config.json of a Hugging Face checkpoint directory.
+namespace detail {
+// Whether two stored tensors hold the same values (compared as double).
+inline bool same_values(const ModelWeights& w, const std::string& a, const std::string& b) {
+  const TensorInfo *ia = w.find(a), *ib = w.find(b);
+  if (!ia || !ib || ia->shape != ib->shape || ia->shape.size() != 2) return false;
+  const Shape s{ia->shape[0], ia->shape[1]};
+  Tensor<cpu, double> x(s), y(s);
+  w.read<double>(a, x.view());
+  w.read<double>(b, y.view());
+  return std::equal(x.data(), x.data() + x.numel(), y.data());
+}
+}  // namespace detail
+
+// Whether the LM head is tied, decided by the weights as transformers 5 does
+// (its T5 config always says tie_word_embeddings: true): a checkpoint without
+// lm_head.weight, or with one equal to shared.weight, is tied; one with a
+// different lm_head.weight is untied. A transformers 4 config that says
+// "tie_word_embeddings": false for a checkpoint with a decoder but no
+// lm_head.weight is refused: its LM head is missing.
+inline void resolve_tying(nn::T5Config& c, const ModelWeights& w, const std::string& config_path) {
+  if (!w.contains("lm_head.weight")) {
+    bool has_decoder = false;
+    for (const TensorInfo& t : w.tensors()) has_decoder = has_decoder || t.name.rfind("decoder.", 0) == 0;
+    PLM_CHECK(c.tie_word_embeddings || !has_decoder, "config: ", config_path,
+              ": says \"tie_word_embeddings\": false (an LM head of its own), but ", w.path(), " has no lm_head.weight");
+    if (has_decoder) c.tie_word_embeddings = true;
+    return;
+  }
+  const char* shared = w.contains("shared.weight") ? "shared.weight" : "decoder.embed_tokens.weight";
+  c.tie_word_embeddings = detail::same_values(w, "lm_head.weight", shared);
+}
+
+// config.json of a Hugging Face checkpoint directory, with the tying of the LM
+// head decided by its weights (resolve_tying).
 inline nn::T5Config read_t5_dir_config(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;  // the non-throwing overload: a bare std::filesystem error would not say what was expected
   PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
             " (expected a Hugging Face checkpoint: config.json and model.safetensors)");
-  return read_t5_config((fs::path(dir) / "config.json").string());
+  const std::string config_path = (fs::path(dir) / "config.json").string();
+  nn::T5Config c = read_t5_config(config_path);
+  resolve_tying(c, ModelWeights(dir), config_path);
+  return c;
 }
 
 // Fills a model's own parameters (its param_range(), also inside a set shared

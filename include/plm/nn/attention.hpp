@@ -85,9 +85,9 @@ class Attention {
     mask.scale = static_cast<T>(s_.scale);
     ops<B>::masked_softmax(c.probs.cview(), c.probs.view(), mask);
     const Tensor<B, T>* p = &c.probs;
-    if (dropout_.active()) {
+    if (dropout_.active(key)) {
       c.probs_dropped.resize(c.probs.shape());
-      dropout_.forward(c.probs.cview(), c.probs_dropped.view(), key.seed, key.stream());
+      dropout_.forward(c.probs.cview(), c.probs_dropped.view(), key);
       p = &c.probs_dropped;
     }
     c.ctx_h.resize(Shape{Bn, H, Tq, D});
@@ -115,12 +115,12 @@ class Attention {
     }
     c.d_ctx_h.resize(Shape{Bn, H, Tq, D});
     ops<B>::transpose12(d_ctx.reshape(Shape{Bn, Tq, H, D}), c.d_ctx_h.view());
-    const Tensor<B, T>& p = dropout_.active() ? c.probs_dropped : c.probs;
+    const Tensor<B, T>& p = dropout_.active(c.key) ? c.probs_dropped : c.probs;
     c.d_probs.resize(Shape{Bn, H, Tq, Tk});
     ops<B>::matmul(c.d_ctx_h.cview(), false, c.v.cview(), true, c.d_probs.view());  // dP = dctx V^T
     c.d_v.resize(Shape{Bn, H, Tk, D});
     ops<B>::matmul(p.cview(), true, c.d_ctx_h.cview(), false, c.d_v.view());  // dV = P^T dctx
-    if (dropout_.active()) dropout_.backward(c.d_probs.cview(), c.d_probs.view(), c.key.seed, c.key.stream());
+    if (dropout_.active(c.key)) dropout_.backward(c.d_probs.cview(), c.d_probs.view(), c.key);
     if (!d_probs_extra.empty()) {
       PLM_CHECK(d_probs_extra.shape() == c.probs.shape(), "Attention: extra probability gradient ", d_probs_extra.shape(),
                 " must match the probabilities ", c.probs.shape());

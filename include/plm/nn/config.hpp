@@ -8,6 +8,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -58,13 +59,20 @@ struct T5Config {
   double layer_norm_epsilon = 1e-6;
   double dropout_rate = 0.0;
   double initializer_factor = 1.0;
-  bool tie_word_embeddings = false;  // tied: the LM head reuses `shared`, scaled by d_model^-0.5
+  // tied: the LM head reuses `shared` (no lm_head.weight of its own).
+  bool tie_word_embeddings = false;
+  // Whether the decoder output is multiplied by d_model^-0.5 before the LM head
+  // (original T5). Unset: as tie_word_embeddings, the convention of transformers 4
+  // (and of transformers 5 for a config.json without the key). Ankh and T5 v1.1
+  // are untied and unscaled.
+  std::optional<bool> scale_decoder_outputs;
   std::string feed_forward_proj = "gated-gelu";  // "gated-gelu", "gated-silu", "relu", "gelu", ...
   std::int32_t pad_token_id = 0;
   std::int32_t eos_token_id = 1;
   std::int32_t decoder_start_token_id = 0;
 
   index_t inner_dim() const { return d_kv * num_heads; }
+  bool scales_decoder_outputs() const { return scale_decoder_outputs.value_or(tie_word_embeddings); }
 
   // Raises plm::Error naming the first field that makes no sense.
   void validate() const {

@@ -3,6 +3,11 @@
 // regenerates the forward's mask instead of storing it, and every backend drops
 // the same elements. A model gives each dropout site its own stream and each
 // forward pass its own seed.
+//
+// Dropout acts only in a training pass (Pass::train(seed)); the default pass is
+// Pass::eval(), in which every dropout site is the identity, as in transformers'
+// model.eval(). Embedding, scoring and generation therefore never drop anything,
+// whatever the config's dropout_rate.
 #include <cstdint>
 
 #include "plm/core/error.hpp"
@@ -10,23 +15,6 @@
 #include "plm/backend/ops.hpp"
 
 namespace plm::nn {
-
-struct Dropout {
-  double p = 0;  // drop probability; 0 = identity
-  bool active() const { return p > 0; }
-
-  // y = dropout(x); with p == 0 a copy (or nothing when y aliases x).
-  template <class B, class T>
-  void forward(ConstView<B, T> x, TensorView<B, T> y, std::uint64_t seed, std::uint64_t stream) const {
-    if (active()) ops<B>::dropout(x, y, static_cast<T>(p), seed, stream);
-    else if (x.data() != y.data()) ops<B>::copy(x, y);
-  }
-  template <class B, class T>
-  void backward(ConstView<B, T> dy, TensorView<B, T> dx, std::uint64_t seed, std::uint64_t stream) const {
-    if (active()) ops<B>::dropout_backward(dy, dx, static_cast<T>(p), seed, stream);
-    else if (dy.data() != dx.data()) ops<B>::copy(dy, dx);
-  }
-};
 
 // Where a dropout site sits in a model. The names give every site of every
 // layer its own Philox stream, and the fields are packed into disjoint bit
@@ -52,11 +40,21 @@ enum class DropoutSite : std::uint16_t {
   output = 1,      // stack block: dropout after the final norm
 };
 
+// How a forward pass runs: eval (the default; no dropout) or training with the
+// pass's dropout seed (derive it from the step, so a resumed run drops the same).
+struct Pass {
+  bool training = false;
+  std::uint64_t seed = 0;
+  static constexpr Pass eval() { return {}; }
+  static constexpr Pass train(std::uint64_t seed) { return {true, seed}; }
+};
+
 // Identifies one dropout site in one forward pass.
 struct DropoutKey {
   static constexpr std::uint64_t max_layers = (std::uint64_t(1) << 32) - 2;
 
   std::uint64_t seed = 0;  // per forward pass (e.g. derived from the step)
+  bool training = false;   // false: every site is the identity
   DropoutStack stack = DropoutStack::none;
   std::uint32_t layer = 0;  // 0 = stack level, i + 1 = layer i
   DropoutBlock block = DropoutBlock::stack;
@@ -83,9 +81,34 @@ struct DropoutKey {
     k.site = s;
     return k;
   }
+  static constexpr DropoutKey of(Pass p) {
+    DropoutKey k;
+    k.seed = p.seed;
+    k.training = p.training;
+    return k;
+  }
   // The Philox stream of this site.
   std::uint64_t stream() const {
     return (std::uint64_t(stack) << 56) | (std::uint64_t(layer) << 24) | (std::uint64_t(block) << 12) | std::uint64_t(site);
+  }
+};
+
+struct Dropout {
+  double p = 0;  // drop probability; 0 = identity
+  // Whether this site drops anything in the pass of `key`.
+  bool active(const DropoutKey& key) const { return p > 0 && key.training; }
+
+  // y = dropout(x) at the site `key`; outside training (or with p == 0) a copy,
+  // or nothing when y aliases x.
+  template <class B, class T>
+  void forward(ConstView<B, T> x, TensorView<B, T> y, const DropoutKey& key) const {
+    if (active(key)) ops<B>::dropout(x, y, static_cast<T>(p), key.seed, key.stream());
+    else if (x.data() != y.data()) ops<B>::copy(x, y);
+  }
+  template <class B, class T>
+  void backward(ConstView<B, T> dy, TensorView<B, T> dx, const DropoutKey& key) const {
+    if (active(key)) ops<B>::dropout_backward(dy, dx, static_cast<T>(p), key.seed, key.stream());
+    else if (dy.data() != dx.data()) ops<B>::copy(dy, dx);
   }
 };
 

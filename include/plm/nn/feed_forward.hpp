@@ -52,7 +52,7 @@ class FeedForward {
     } else {
       ops<B>::copy(c.a.cview(), c.g.view());
     }
-    if (dropout_.active()) dropout_.forward(c.g.cview(), c.g.view(), key.seed, key.stream());
+    if (dropout_.active(key)) dropout_.forward(c.g.cview(), c.g.view(), key);
     wo_.forward(c.g.cview(), y);
   }
 
@@ -62,7 +62,7 @@ class FeedForward {
     c.dg.resize(hs);
     c.dh0.resize(hs);
     wo_.backward(c.g.cview(), dy, c.dg.view());
-    if (dropout_.active()) dropout_.backward(c.dg.cview(), c.dg.view(), c.key.seed, c.key.stream());
+    if (dropout_.active(c.key)) dropout_.backward(c.dg.cview(), c.dg.view(), c.key);
     if constexpr (Gate::gated) {
       c.dh1.resize(hs);
       ops<B>::mul(c.dg.cview(), c.a.cview(), c.dh1.view());  // d(x Wi1) = dg * a

@@ -21,7 +21,7 @@ inline AttentionShape attention_shape(const T5Config& c) { return AttentionShape
 // x + branch, where the branch passes through dropout first (in place).
 template <class B, class T>
 void residual_add(const Dropout& d, ConstView<B, T> x, TensorView<B, T> branch, TensorView<B, T> out, DropoutKey key) {
-  if (d.active()) d.forward(ConstView<B, T>(branch), branch, key.seed, key.stream());
+  if (d.active(key)) d.forward(ConstView<B, T>(branch), branch, key);
   ops<B>::add(x, ConstView<B, T>(branch), out);
 }
 }  // namespace detail
@@ -69,11 +69,11 @@ class EncoderLayer {
                 ConstView<B, T> d_probs_extra = {}) const {
     const Shape s = x.shape();
     for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h}) t->resize(s);
-    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::feed_forward_residual).stream());
+    drop_.backward(dy, c.d_branch.view(), c.key.in_block(DropoutBlock::feed_forward_residual));
     ff_.backward(c.n1.cview(), c.d_branch.cview(), c.d_norm.view(), c.ff);
     norm1_.backward(c.h.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm1);
     ops<B>::add(dy, c.d_norm.cview(), c.d_h.view());
-    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::self_attention_residual).stream());
+    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.in_block(DropoutBlock::self_attention_residual));
     attn_.backward(c.n0.cview(), c.n0.cview(), c.d_branch.cview(), c.d_norm.view(), c.d_norm.view(), dbias, c.attn, d_probs_extra);
     norm0_.backward(x, c.d_norm.cview(), c.d_norm.view(), c.norm0);
     ops<B>::add(c.d_h.cview(), c.d_norm.cview(), dx);
@@ -144,16 +144,16 @@ class DecoderLayer {
                 ConstView<B, T> d_cross_probs_extra = {}) const {
     const Shape s = x.shape();
     for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h, &c.d_h2}) t->resize(s);
-    drop_.backward(dy, c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::feed_forward_residual).stream());
+    drop_.backward(dy, c.d_branch.view(), c.key.in_block(DropoutBlock::feed_forward_residual));
     ff_.backward(c.n2.cview(), c.d_branch.cview(), c.d_norm.view(), c.ff);
     norm2_.backward(c.h2.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm2);
     ops<B>::add(dy, c.d_norm.cview(), c.d_h2.view());
-    drop_.backward(c.d_h2.cview(), c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::cross_attention_residual).stream());
+    drop_.backward(c.d_h2.cview(), c.d_branch.view(), c.key.in_block(DropoutBlock::cross_attention_residual));
     cross_.backward(c.n1.cview(), enc, c.d_branch.cview(), c.d_norm.view(), d_enc, TensorView<B, T>{}, c.cross_attn,
                     d_cross_probs_extra);
     norm1_.backward(c.h.cview(), c.d_norm.cview(), c.d_norm.view(), c.norm1);
     ops<B>::add(c.d_h2.cview(), c.d_norm.cview(), c.d_h.view());
-    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.seed, c.key.in_block(DropoutBlock::self_attention_residual).stream());
+    drop_.backward(c.d_h.cview(), c.d_branch.view(), c.key.in_block(DropoutBlock::self_attention_residual));
     self_.backward(c.n0.cview(), c.n0.cview(), c.d_branch.cview(), c.d_norm.view(), c.d_norm.view(), dbias, c.self_attn,
                    d_self_probs_extra);
     norm0_.backward(x, c.d_norm.cview(), c.d_norm.view(), c.norm0);

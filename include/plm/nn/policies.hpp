@@ -53,10 +53,14 @@ struct NoPositions {  // no position information inside attention
   static constexpr bool relative_bias = false;
 };
 
-// The Hugging Face `feed_forward_proj` string that names an activation + gating pair.
+// The Hugging Face `feed_forward_proj` string that names an activation + gating
+// pair, as transformers maps it back: "gated-gelu" is the tanh GELU (its
+// historical exception), while a plain "gelu" is the exact erf GELU, so the
+// tanh one ungated is "gelu_new".
 template <class Act, class Gate>
 std::string feed_forward_proj_name() {
-  return std::string(Gate::gated ? "gated-" : "") + Act::short_name;
+  if (Gate::gated) return std::string("gated-") + Act::short_name;
+  return Act::name;
 }
 
 // Policies bundled for a model type.

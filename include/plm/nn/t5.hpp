@@ -8,7 +8,8 @@
 // layer, `*.block.0.layer.0.SelfAttention.relative_attention_bias.weight`) and
 // shares it with all its layers; the gradients of every layer's bias are summed
 // before they reach the table. With tie_word_embeddings the LM head reuses
-// `shared` and scales the decoder output by d_model^-0.5, as T5 does.
+// `shared`; with scale_decoder_outputs (by default: when tied, as original T5)
+// the decoder output is scaled by d_model^-0.5 before the head.
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -40,7 +41,7 @@ struct StackCommon {
   TensorView<B, T> begin_backward(ConstView<B, T> d_out, Cache& c) const {
     c.d_a.resize(d_out.shape());
     c.d_b.resize(d_out.shape());
-    drop.backward(d_out, c.d_a.view(), c.key.seed, c.key.at(DropoutSite::output).stream());
+    drop.backward(d_out, c.d_a.view(), c.key.at(DropoutSite::output));
     final_norm.backward(c.hidden.back().cview(), c.d_a.cview(), c.d_a.view(), c.final_norm);
     if (!has_bias) return {};
     c.d_bias.resize(c.bias.shape());
@@ -51,7 +52,7 @@ struct StackCommon {
   template <class Cache>
   void end_backward(TensorView<B, T> dx, Cache& c) const {
     if (has_bias) bias.backward(c.d_bias.cview(), c.bias_cache);
-    drop.backward(c.d_a.cview(), dx, c.key.seed, c.key.at(DropoutSite::embeddings).stream());
+    drop.backward(c.d_a.cview(), dx, c.key.at(DropoutSite::embeddings));
   }
 
   StackCommon(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c, bool bidirectional) : cfg(c), drop{c.dropout_rate} {
@@ -108,11 +109,11 @@ class EncoderStack {
       mask.bias = c.bias.cview();
     }
     for (auto& h : c.hidden) h.resize(x.shape());
-    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(DropoutSite::embeddings).stream());
+    common_.drop.forward(x, c.hidden[0].view(), key.at(DropoutSite::embeddings));
     for (index_t i = 0; i < L; ++i)
       layers_[static_cast<std::size_t>(i)].forward(c.hidden[i].cview(), mask, c.hidden[i + 1].view(), c.layers[i], key.in_layer(static_cast<std::uint64_t>(i)));
     common_.final_norm.forward(c.hidden[L].cview(), out, c.final_norm);
-    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(DropoutSite::output).stream());
+    common_.drop.forward(ConstView<B, T>(out), out, key.at(DropoutSite::output));
   }
 
   // d_out: (B, S, C) -> dx (B, S, C) written. extra: optional per-layer gradients on attention probabilities.
@@ -184,11 +185,11 @@ class DecoderStack {
       self_mask.bias = c.bias.cview();
     }
     for (auto& h : c.hidden) h.resize(x.shape());
-    common_.drop.forward(x, c.hidden[0].view(), key.seed, key.at(DropoutSite::embeddings).stream());
+    common_.drop.forward(x, c.hidden[0].view(), key.at(DropoutSite::embeddings));
     for (index_t i = 0; i < L; ++i)
       layers_[i].forward(c.hidden[i].cview(), enc, self_mask, cross_mask, c.hidden[i + 1].view(), c.layers[i], key.in_layer(static_cast<std::uint64_t>(i)));
     common_.final_norm.forward(c.hidden[L].cview(), out, c.final_norm);
-    common_.drop.forward(ConstView<B, T>(out), out, key.seed, key.at(DropoutSite::output).stream());
+    common_.drop.forward(ConstView<B, T>(out), out, key.at(DropoutSite::output));
   }
 
   // dx written; d_enc (B, S, C) ADDED to.
@@ -321,8 +322,10 @@ class T5Model {
 
   // Encoder only: ids (B, S) -> out (B, S, C), the final-normed hidden states
   // (the embeddings of downstream tasks). valid: (B, S), 1 = token, 0 = padding; empty = all tokens.
+  // pass: Pass::eval() (the default: no dropout, transformers' model.eval()) or
+  // Pass::train(seed) (the config's dropout_rate at every site, keyed by seed).
   void encode(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, TensorView<B, T> out, Cache& c,
-              std::uint64_t dropout_seed = 0) const {
+              Pass pass = Pass::eval()) const {
     check_ids("encode", ids, valid);
     PLM_CHECK(out.shape() == Shape({ids.dim(0), ids.dim(1), cfg_.d_model}), "T5Model::encode: out ", out.shape(), " must be ",
               Shape({ids.dim(0), ids.dim(1), cfg_.d_model}));
@@ -330,7 +333,7 @@ class T5Model {
     c.enc_valid = valid;
     c.enc_x.resize(out.shape());
     shared_.forward(ids, c.enc_x.view());
-    encoder_.forward(c.enc_x.cview(), valid, out, c.enc, DropoutKey{dropout_seed}.in_stack(DropoutStack::encoder));
+    encoder_.forward(c.enc_x.cview(), valid, out, c.enc, DropoutKey::of(pass).in_stack(DropoutStack::encoder));
   }
   // Gradient of encode()'s output into the parameters.
   void encode_backward(ConstView<B, T> d_out, Cache& c,
@@ -341,8 +344,9 @@ class T5Model {
   }
 
   // Full model: enc_ids (B, S), dec_ids (B, T) (the shifted targets) -> logits (B, T, V).
+  // pass as for encode().
   void forward(ConstView<B, std::int32_t> enc_ids, ConstView<B, std::uint8_t> enc_valid, ConstView<B, std::int32_t> dec_ids,
-               TensorView<B, T> logits, Cache& c, std::uint64_t dropout_seed = 0, ConstView<B, std::uint8_t> dec_valid = {}) const {
+               TensorView<B, T> logits, Cache& c, Pass pass = Pass::eval(), ConstView<B, std::uint8_t> dec_valid = {}) const {
     PLM_CHECK(has_decoder(), "T5Model::forward: this model has no decoder (num_decoder_layers = 0); use encode()");
     check_ids("forward (decoder)", dec_ids, dec_valid);
     PLM_CHECK(dec_ids.dim(0) == enc_ids.dim(0), "T5Model::forward: encoder batch ", enc_ids.dim(0), " != decoder batch ", dec_ids.dim(0));
@@ -350,13 +354,13 @@ class T5Model {
     PLM_CHECK(logits.shape() == Shape({Bn, Tn, cfg_.vocab_size}), "T5Model::forward: logits ", logits.shape(), " must be ",
               Shape({Bn, Tn, cfg_.vocab_size}));
     c.enc_out.resize(Shape{Bn, S, C});
-    encode(enc_ids, enc_valid, c.enc_out.view(), c, dropout_seed);
+    encode(enc_ids, enc_valid, c.enc_out.view(), c, pass);
     c.dec_ids = dec_ids;
     c.dec_valid = dec_valid;
     c.dec_x.resize(Shape{Bn, Tn, C});
     c.dec_out.resize(Shape{Bn, Tn, C});
     shared_.forward(dec_ids, c.dec_x.view());
-    decoder_.forward(c.dec_x.cview(), dec_valid, c.enc_out.cview(), enc_valid, c.dec_out.view(), c.dec, DropoutKey{dropout_seed}.in_stack(DropoutStack::decoder));
+    decoder_.forward(c.dec_x.cview(), dec_valid, c.enc_out.cview(), enc_valid, c.dec_out.view(), c.dec, DropoutKey::of(pass).in_stack(DropoutStack::decoder));
     head_forward(c.dec_out.cview(), logits);
   }
 
@@ -428,25 +432,20 @@ class T5Model {
     if (!valid.empty())
       PLM_CHECK(valid.shape() == ids.shape(), "T5Model::", where, ": mask ", valid.shape(), " must match ids ", ids.shape());
   }
-  double head_scale() const { return cfg_.tie_word_embeddings ? 1.0 / std::sqrt(static_cast<double>(cfg_.d_model)) : 1.0; }
+  double head_scale() const { return cfg_.scales_decoder_outputs() ? 1.0 / std::sqrt(static_cast<double>(cfg_.d_model)) : 1.0; }
+  // The head's weight (V, C): `shared` when tied, lm_head otherwise.
+  const Param<B, T>& head_weight() const { return cfg_.tie_word_embeddings ? shared_.weight() : lm_head_.weight(); }
+  // logits = s h W^T, s = head_scale().
   void head_forward(ConstView<B, T> h, TensorView<B, T> logits) const {
-    if (cfg_.tie_word_embeddings) {
-      ops<B>::matmul(h.reshape(Shape{h.shape().rows(), cfg_.d_model}), false, ConstView<B, T>(shared_.weight().value()), true,
-                     logits.reshape(Shape{logits.shape().rows(), cfg_.vocab_size}), static_cast<T>(head_scale()));
-    } else {
-      lm_head_.forward(h, logits);
-    }
+    ops<B>::matmul(h.reshape(Shape{h.shape().rows(), cfg_.d_model}), false, ConstView<B, T>(head_weight().value()), true,
+                   logits.reshape(Shape{logits.shape().rows(), cfg_.vocab_size}), static_cast<T>(head_scale()));
   }
   void head_backward(ConstView<B, T> h, ConstView<B, T> dlogits, TensorView<B, T> dh) const {
-    if (cfg_.tie_word_embeddings) {
-      const auto h2 = h.reshape(Shape{h.shape().rows(), cfg_.d_model});
-      const auto g2 = dlogits.reshape(Shape{dlogits.shape().rows(), cfg_.vocab_size});
-      const T s = static_cast<T>(head_scale());
-      ops<B>::matmul(g2, true, h2, false, shared_.weight().grad(), s, T(1));
-      ops<B>::matmul(g2, false, ConstView<B, T>(shared_.weight().value()), false, dh.reshape(Shape{dh.shape().rows(), cfg_.d_model}), s);
-    } else {
-      lm_head_.backward(h, dlogits, dh);
-    }
+    const auto h2 = h.reshape(Shape{h.shape().rows(), cfg_.d_model});
+    const auto g2 = dlogits.reshape(Shape{dlogits.shape().rows(), cfg_.vocab_size});
+    const T s = static_cast<T>(head_scale());
+    ops<B>::matmul(g2, true, h2, false, head_weight().grad(), s, T(1));
+    ops<B>::matmul(g2, false, ConstView<B, T>(head_weight().value()), false, dh.reshape(Shape{dh.shape().rows(), cfg_.d_model}), s);
   }
 
   T5Config cfg_;

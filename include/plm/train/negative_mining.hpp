@@ -61,11 +61,15 @@ class NegativeMiningModel {
   index_t d_model() const { return encoder_.config().d_model; }
 
   // tokens, labels: per item (nb.items index them); pad: the padding id.
+  // with_gradient: a training step, the encoder in a training pass (the
+  // config's dropout, keyed by dropout_seed: give each step its own); without,
+  // an eval pass.
   objectives::NegativeMiningResult step(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
-                                        const samplers::NegativeBatch& nb, std::int32_t pad, bool with_gradient) {
+                                        const samplers::NegativeBatch& nb, std::int32_t pad, bool with_gradient,
+                                        std::uint64_t dropout_seed = 0) {
     samplers::pad_rows<B>(tokens, nb.items, pad, ids_, valid_);
     H_.resize(Shape{ids_.dim(0), ids_.dim(1), d_model()});
-    encoder_.encode(ids_.cview(), valid_.cview(), H_.view(), enc_);
+    encoder_.encode(ids_.cview(), valid_.cview(), H_.view(), enc_, with_gradient ? nn::Pass::train(dropout_seed) : nn::Pass::eval());
     anchor_labels_.clear();
     for (index_t a = 0; a < nb.rows.anchors; ++a) {
       const index_t item = nb.items[static_cast<std::size_t>(a)];

@@ -1,0 +1,170 @@
+#pragma once
+// The weights of a Hugging Face model directory, as save_pretrained writes them:
+//
+//   model.safetensors                              one file, or
+//   model.safetensors.index.json + model-0000N-of-0000M.safetensors   sharded
+//                                                  (the layout above a few GB)
+//
+// ModelWeights opens either (or one .safetensors file named directly) and
+// reads tensors by name, in the stored dtype converted to the destination's
+// (F32, F16, BF16, F64, ...), one tensor at a time straight into the
+// destination: loading never holds a second copy of the model. Only the
+// headers of the shards stay in memory.
+//
+// The index is checked against the shards before anything is read: every
+// tensor the index names must be in the shard it names, no shard may hold a
+// tensor the index does not list or lists elsewhere, and shard names must be
+// plain file names in the directory. A directory that holds only PyTorch
+// pickles (pytorch_model.bin) is refused: unpickling can run arbitrary code,
+// so plm does not read them; the message gives the one-line conversion.
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "plm/core/error.hpp"
+#include "plm/core/json.hpp"
+#include "plm/io/atomic_file.hpp"
+#include "plm/io/safetensors.hpp"
+
+namespace plm::io {
+
+class ModelWeights {
+ public:
+  static constexpr const char* single_name = "model.safetensors";
+  static constexpr const char* index_name = "model.safetensors.index.json";
+
+  // dir_or_file: a model directory, a .safetensors file, or an index .json file.
+  explicit ModelWeights(const std::string& dir_or_file) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    if (fs::is_directory(dir_or_file, ec)) {
+      const fs::path dir(dir_or_file);
+      if (fs::exists(dir / single_name, ec)) open_single((dir / single_name).string());
+      else if (fs::exists(dir / index_name, ec)) open_index((dir / index_name).string());
+      else refuse_directory(dir);
+    } else if (dir_or_file.size() > 5 && dir_or_file.compare(dir_or_file.size() - 5, 5, ".json") == 0) {
+      open_index(dir_or_file);
+    } else {
+      refuse_pickle_file(dir_or_file);
+      open_single(dir_or_file);
+    }
+  }
+
+  // What the weights are: the file, or the index of a sharded checkpoint (for messages).
+  const std::string& path() const { return path_; }
+  bool sharded() const { return shards_.size() > 1 || index_; }
+  std::size_t num_files() const { return shards_.size(); }
+
+  // Every tensor, shard by shard, in file order.
+  const std::vector<TensorInfo>& tensors() const { return all_; }
+  const TensorInfo* find(const std::string& name) const {
+    const auto it = where_.find(name);
+    return it == where_.end() ? nullptr : shards_[it->second]->find(name);
+  }
+  bool contains(const std::string& name) const { return where_.count(name) != 0; }
+  // The file that holds tensor `name`.
+  const std::string& file_of(const std::string& name) const { return shard(name).path(); }
+
+  // Reads tensor `name` into dst (shape must match), converting dtypes as SafetensorsReader::read does.
+  template <class T>
+  void read(const std::string& name, TensorView<cpu, T> dst) const {
+    shard(name).read<T>(name, dst);
+  }
+
+ private:
+  const SafetensorsReader& shard(const std::string& name) const {
+    const auto it = where_.find(name);
+    PLM_CHECK(it != where_.end(), "weights: ", path_, " has no tensor '", name, "'");
+    return *shards_[it->second];
+  }
+
+  void add_shard(const std::string& file) {
+    shards_.push_back(std::make_unique<SafetensorsReader>(file));
+    const std::size_t k = shards_.size() - 1;
+    for (const TensorInfo& t : shards_[k]->tensors()) {
+      const auto [it, fresh] = where_.emplace(t.name, k);
+      if (!fresh)
+        PLM_FAIL("weights: tensor '", t.name, "' is in both ", shards_[it->second]->path(), " and ", file, " (a mixed-up checkpoint?)");
+      all_.push_back(t);
+    }
+  }
+
+  void open_single(const std::string& file) {
+    path_ = file;
+    add_shard(file);
+  }
+
+  void open_index(const std::string& index_path) {
+    namespace fs = std::filesystem;
+    path_ = index_path;
+    index_ = true;
+    const JsonLimits limits{std::size_t{64} << 20, 8};  // ~100 bytes per tensor name: room for a million tensors
+    const detail::InputFile f(index_path, "weights index");
+    PLM_CHECK(f.size() <= limits.max_bytes, "weights index: ", index_path, ": ", f.size(), " bytes exceeds the limit of ",
+              limits.max_bytes);
+    const nlohmann::json j = parse_json(f.read_all(), "weights index", index_path, limits);
+    PLM_CHECK(j.is_object() && j.contains("weight_map") && j.at("weight_map").is_object(), "weights index: ", index_path,
+              ": expected an object with a \"weight_map\" object (tensor name -> shard file), as save_pretrained writes");
+    const nlohmann::json& map = j.at("weight_map");
+    PLM_CHECK(!map.empty(), "weights index: ", index_path, ": \"weight_map\" is empty");
+    std::map<std::string, std::string> shard_of;  // tensor -> shard file name
+    std::vector<std::string> order;               // shard file names, first appearance
+    for (const auto& [name, file] : map.items()) {
+      PLM_CHECK(file.is_string(), "weights index: ", index_path, ": the shard of tensor '", name, "' must be a string, got ", file.type_name());
+      const std::string s = file.get<std::string>();
+      PLM_CHECK(!s.empty() && s.find('/') == std::string::npos && s.find('\\') == std::string::npos && s != "." && s != "..",
+                "weights index: ", index_path, ": shard '", s, "' of tensor '", name,
+                "' is not a plain file name (shards must sit next to the index)");
+      if (std::find(order.begin(), order.end(), s) == order.end()) order.push_back(s);
+      shard_of.emplace(name, s);
+    }
+    const fs::path dir = fs::path(index_path).parent_path();
+    for (const std::string& s : order) add_shard((dir / s).string());
+    // The index and the shards must agree tensor by tensor.
+    for (const auto& [name, file] : shard_of) {
+      const auto it = where_.find(name);
+      PLM_CHECK(it != where_.end(), "weights index: ", index_path, ": tensor '", name, "' is listed in shard ", file, ", which does not hold it");
+      const std::string held = fs::path(shards_[it->second]->path()).filename().string();
+      PLM_CHECK(held == file, "weights index: ", index_path, ": tensor '", name, "' is listed in ", file, " but is in ", held);
+    }
+    for (const TensorInfo& t : all_)
+      PLM_CHECK(shard_of.count(t.name), "weights index: ", index_path, ": shard ", file_of(t.name), " holds tensor '", t.name,
+                "', which the index does not list (a shard of another checkpoint?)");
+  }
+
+  static std::string conversion_hint(const std::string& dir) {
+    return "convert it once to safetensors with transformers: python3 -c \"import sys, transformers as t; "
+           "t.AutoModel.from_pretrained(sys.argv[1]).save_pretrained(sys.argv[2])\" " +
+           dir + " " + dir + "-safetensors (AutoModelForSeq2SeqLM for an encoder-decoder)";
+  }
+  [[noreturn]] static void refuse_directory(const std::filesystem::path& dir) {
+    std::error_code ec;
+    for (const char* pickle : {"pytorch_model.bin", "pytorch_model.bin.index.json"})
+      if (std::filesystem::exists(dir / pickle, ec))
+        PLM_FAIL("weights: ", dir.string(), " holds ", pickle, " but no ", single_name, " or ", index_name,
+                 ": PyTorch .bin files are pickles, which can run code when loaded, so plm does not read them; ",
+                 conversion_hint(dir.string()));
+    PLM_FAIL("weights: ", dir.string(), " has neither ", single_name, " nor ", index_name,
+             " (expected a Hugging Face model directory as save_pretrained writes it)");
+  }
+  static void refuse_pickle_file(const std::string& file) {
+    const std::string name = std::filesystem::path(file).filename().string();
+    if (name.size() >= 4 && (name.compare(name.size() - 4, 4, ".bin") == 0 || name.compare(name.size() - 3, 3, ".pt") == 0 ||
+                             (name.size() >= 4 && name.compare(name.size() - 4, 4, ".pth") == 0)))
+      PLM_FAIL("weights: ", file, " is a PyTorch pickle, which can run code when loaded, so plm does not read it; ",
+               conversion_hint(std::filesystem::path(file).parent_path().string()));
+  }
+
+  std::string path_;
+  bool index_ = false;
+  std::vector<std::unique_ptr<SafetensorsReader>> shards_;
+  std::map<std::string, std::size_t> where_;  // tensor -> shard
+  std::vector<TensorInfo> all_;
+};
+
+}  // namespace plm::io
