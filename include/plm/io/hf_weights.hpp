@@ -57,7 +57,7 @@ class ModelWeights {
 
   // What the weights are: the file, or the index of a sharded checkpoint (for messages).
   const std::string& path() const { return path_; }
-  bool sharded() const { return shards_.size() > 1 || index_; }
+  bool sharded() const { return index_; }
   std::size_t num_files() const { return shards_.size(); }
 
   // Every tensor, shard by shard, in file order.
@@ -154,8 +154,11 @@ class ModelWeights {
   }
   static void refuse_pickle_file(const std::string& file) {
     const std::string name = std::filesystem::path(file).filename().string();
-    if (name.size() >= 4 && (name.compare(name.size() - 4, 4, ".bin") == 0 || name.compare(name.size() - 3, 3, ".pt") == 0 ||
-                             (name.size() >= 4 && name.compare(name.size() - 4, 4, ".pth") == 0)))
+    const auto ends_with = [&](const char* ext) {
+      const std::string e(ext);
+      return name.size() >= e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0;
+    };
+    if (ends_with(".bin") || ends_with(".pt") || ends_with(".pth"))
       PLM_FAIL("weights: ", file, " is a PyTorch pickle, which can run code when loaded, so plm does not read it; ",
                conversion_hint(std::filesystem::path(file).parent_path().string()));
   }
