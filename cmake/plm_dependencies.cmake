@@ -24,6 +24,25 @@ if(PLM_BLAS STREQUAL "ON" OR PLM_BLAS STREQUAL "AUTO")
     set(PLM_USE_BLAS ON)
   endif()
 endif()
+# SentencePiece for tokenizer directories that hold only spiece.model
+# (data/tokenizer.hpp); tokenizer.json needs nothing. Debian: libsentencepiece-dev.
+set(PLM_USE_SENTENCEPIECE OFF)
+if(PLM_SENTENCEPIECE STREQUAL "ON" OR PLM_SENTENCEPIECE STREQUAL "AUTO")
+  find_path(PLM_SENTENCEPIECE_INCLUDE_DIR sentencepiece_processor.h)
+  find_library(PLM_SENTENCEPIECE_LIBRARY sentencepiece)
+  if(PLM_SENTENCEPIECE_INCLUDE_DIR AND PLM_SENTENCEPIECE_LIBRARY)
+    if(NOT TARGET plm::sentencepiece)
+      add_library(plm::sentencepiece UNKNOWN IMPORTED)
+      set_target_properties(plm::sentencepiece PROPERTIES
+        IMPORTED_LOCATION "${PLM_SENTENCEPIECE_LIBRARY}"
+        INTERFACE_INCLUDE_DIRECTORIES "${PLM_SENTENCEPIECE_INCLUDE_DIR}")
+    endif()
+    set(PLM_USE_SENTENCEPIECE ON)
+  elseif(PLM_SENTENCEPIECE STREQUAL "ON")
+    message(FATAL_ERROR "plm: PLM_SENTENCEPIECE=ON but sentencepiece_processor.h / libsentencepiece were not found (Debian: apt-get install libsentencepiece-dev)")
+  endif()
+endif()
+
 if(NOT PLM_DEPENDENCIES_QUIET)
-  message(STATUS "plm: OpenBLAS route for GEMM: ${PLM_USE_BLAS}; OpenMP: ${PLM_OPENMP}")
+  message(STATUS "plm: OpenBLAS route for GEMM: ${PLM_USE_BLAS}; OpenMP: ${PLM_OPENMP}; SentencePiece: ${PLM_USE_SENTENCEPIECE}")
 endif()

@@ -184,7 +184,10 @@ class Vocabulary {
   // [{"id": .., "content": ..}] adds or repeats tokens (a repeat must name the
   // same token). Ids must cover 0..max without a hole.
   static Vocabulary from_tokenizer_json(const std::string& path, Specials specials = {}) {
-    const nlohmann::json j = read_json(path);
+    return from_tokenizer_json(read_json(path), path, std::move(specials));
+  }
+  // The same from a tokenizer.json already parsed (`path` names it in errors).
+  static Vocabulary from_tokenizer_json(const nlohmann::json& j, const std::string& path, Specials specials) {
     if (!j.is_object() || !j.contains("model") || !j.at("model").is_object() || !j.at("model").contains("vocab"))
       PLM_FAIL("Vocabulary: ", path, ": not a tokenizer.json: no \"model\": {\"vocab\": ...}");
     const nlohmann::json& vocab = j.at("model").at("vocab");
@@ -243,6 +246,26 @@ class Vocabulary {
     if (in.bad()) PLM_FAIL("Vocabulary: ", path, ": read error");
     if (tokens.empty()) PLM_FAIL("Vocabulary: ", path, ": no tokens");
     return Vocabulary(std::move(tokens), std::move(specials), path);
+  }
+
+  // A token list read from `where` (a file name for errors), id = index.
+  static Vocabulary from_tokens(std::vector<std::string> tokens, Specials specials, const std::string& where) {
+    return Vocabulary(std::move(tokens), std::move(specials), where);
+  }
+
+  // A JSON file from a stranger: size and nesting bounded before parsing; errors name `path`.
+  static nlohmann::json read_json(const std::string& path) {
+    const JsonLimits limits;  // 64 MiB, 64 levels
+    std::ifstream in = open_file(path);
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) PLM_FAIL("Vocabulary: ", path, ": cannot read its size: ", ec.message());
+    if (size > limits.max_bytes)
+      PLM_FAIL("Vocabulary: ", path, ": ", size, " bytes exceed the tokenizer file limit of ", limits.max_bytes, " bytes");
+    std::string text(static_cast<std::size_t>(size), '\0');
+    in.read(text.data(), static_cast<std::streamsize>(size));
+    if (in.gcount() != static_cast<std::streamsize>(size)) PLM_FAIL("Vocabulary: ", path, ": read error");
+    return parse_json(text, "Vocabulary", path, limits);
   }
 
   std::int32_t size() const { return static_cast<std::int32_t>(tokens_.size()); }
@@ -485,20 +508,6 @@ class Vocabulary {
     std::ifstream in(path, std::ios::binary);
     if (!in) PLM_FAIL("Vocabulary: ", path, ": cannot open for reading");
     return in;
-  }
-
-  static nlohmann::json read_json(const std::string& path) {
-    const JsonLimits limits;  // 64 MiB, 64 levels
-    std::ifstream in = open_file(path);
-    std::error_code ec;
-    const auto size = std::filesystem::file_size(path, ec);
-    if (ec) PLM_FAIL("Vocabulary: ", path, ": cannot read its size: ", ec.message());
-    if (size > limits.max_bytes)
-      PLM_FAIL("Vocabulary: ", path, ": ", size, " bytes exceed the tokenizer file limit of ", limits.max_bytes, " bytes");
-    std::string text(static_cast<std::size_t>(size), '\0');
-    in.read(text.data(), static_cast<std::streamsize>(size));
-    if (in.gcount() != static_cast<std::streamsize>(size)) PLM_FAIL("Vocabulary: ", path, ": read error");
-    return parse_json(text, "Vocabulary", path, limits);
   }
 
   bool in_range(std::int32_t id) const { return id >= 0 && id < size(); }

@@ -112,15 +112,17 @@ inline Check one_of(std::vector<std::string> names) {
 }
 
 // One of the names, or else the path of an existing file, e.g. --vocab: a preset or a tokenizer file.
-inline Check one_of_or_file(std::vector<std::string> names) {
-  return [names = std::move(names)](const std::string& text) -> std::string {
+inline Check one_of_or_file(std::vector<std::string> names, bool or_directory = false) {
+  return [names = std::move(names), or_directory](const std::string& text) -> std::string {
     for (const auto& n : names)
       if (text == n) return {};
     std::error_code ec;
     if (std::filesystem::is_regular_file(text, ec)) return {};
+    if (or_directory && std::filesystem::is_directory(text, ec)) return {};
     std::string list;
     for (const auto& n : names) list += n + ", ";
-    return "'" + text + "' is neither " + (names.size() > 1 ? "one of " : "") + list.substr(0, list.size() - 2) + " nor an existing file";
+    return "'" + text + "' is neither " + (names.size() > 1 ? "one of " : "") + list.substr(0, list.size() - 2) + " nor an existing file" +
+           (or_directory ? " or directory" : "");
   };
 }
 
