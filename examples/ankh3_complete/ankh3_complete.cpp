@@ -6,14 +6,16 @@
 //                  [--temperature 1] [--beam 4] [--out completions.fasta]
 //
 // For each protein the encoder sees [S2S] + the first `fraction` of its
-// residues + </s>; the decoder writes the rest. The program prints the
+// residues as the model directory's tokenizer encodes them (--vocab
+// overrides it; --tokenize words|string as the model card calls it), with the
+// tokenizer's </s>; the decoder writes the rest. The program prints the
 // completion next to the true rest with their identity (share of equal
 // residues position by position) and, with --out, writes the completed
 // proteins as FASTA.
 #include <CLI/CLI.hpp>
 
 #include <plm/data/fasta.hpp>
-#include <plm/data/vocabulary.hpp>
+#include <plm/data/tokenizer.hpp>
 #include <plm/io/hf_config.hpp>
 #include <plm/io/t5_checkpoint.hpp>
 #include <plm/nn/t5.hpp>
@@ -33,7 +35,7 @@ using namespace plm;
 namespace {
 
 struct Options {
-  std::string model, fasta, out, vocab = "ankh3", strategy = "greedy";
+  std::string model, fasta, out, vocab, strategy = "greedy", tokenize = "words";
   double fraction = 0.5, temperature = 1.0, top_p = 0.9, length_penalty = 1.0;
   long top_k = 10, beam = 4, count = 10, extra = 16;
   std::uint64_t seed = 1;
@@ -45,9 +47,12 @@ struct Options {
 template <class Model>
 int complete(const Options& o) {
   const Model model = io::load_t5<Model>(o.model);
-  const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
-  PLM_CHECK(vocab.size() <= model.config().vocab_size, "--vocab has ", vocab.size(), " tokens, the model only ",
-            model.config().vocab_size);
+  // The directory's own tokenizer files decide the ids; --vocab overrides them.
+  const data::Tokenizer tok = o.vocab.empty() ? data::Tokenizer::from_directory(o.model) : data::Tokenizer::load(o.vocab);
+  const data::Vocabulary& vocab = tok.vocabulary();
+  PLM_CHECK(vocab.size() <= model.config().vocab_size, tok.source(), ": the tokenizer has ", vocab.size(),
+            " tokens, more than the model's embedding table of ", model.config().vocab_size);
+  const data::InputStyle style = data::parse_input_style(o.tokenize);
   PLM_CHECK(o.fraction > 0 && o.fraction < 1, "--fraction ", o.fraction, " must be in (0, 1)");
   // Only residues may be generated: padding, unk, task tokens and sentinels are banned.
   std::vector<std::int32_t> banned;
@@ -59,18 +64,20 @@ int complete(const Options& o) {
   if (!o.out.empty()) out = std::make_unique<io::AtomicFile>(o.out);
   data::FastaReader reader(o.fasta, data::FastaOptions{});
   data::FastaRecord r;
-  data::EncodeOptions eo;
-  eo.append_eos = false;
   double identity_sum = 0;
   long n = 0;
   while ((o.count <= 0 || n < o.count) && reader.next(r)) {
-    const auto residues = vocab.encode(r.sequence, eo, r.id);
+    // Upper case, no trailing stop; the encoder sees [S2S] and the first k residues as the tokenizer encodes them.
+    std::string residues = r.sequence;
+    for (char& c : residues)
+      if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+    if (!residues.empty() && residues.back() == '*') residues.pop_back();
     if (residues.size() < 2) continue;
     const std::size_t k = std::clamp<std::size_t>(static_cast<std::size_t>(std::llround(double(residues.size()) * o.fraction)), 1,
                                                   residues.size() - 1);
     std::vector<std::int32_t> input = {vocab.s2s_id()};
-    input.insert(input.end(), residues.begin(), residues.begin() + static_cast<long>(k));
-    input.push_back(vocab.eos_id());
+    const data::Encoding head = tok.encode(std::string_view(residues).substr(0, k), style, r.id);
+    input.insert(input.end(), head.ids.begin(), head.ids.end());
     Tensor<typename Model::backend, std::int32_t> ids(Shape{1, static_cast<index_t>(input.size())});
     upload(input.data(), ids.view());
     const index_t want = static_cast<index_t>(residues.size() - k);
@@ -79,12 +86,12 @@ int complete(const Options& o) {
       samplers::BeamOptions bo;
       bo.beam_width = o.beam, bo.max_new_tokens = want + o.extra, bo.length_penalty = o.length_penalty;
       bo.eos_id = vocab.eos_id(), bo.pad_id = vocab.pad_id(), bo.decoder_start_id = model.config().decoder_start_token_id;
-      bo.banned = banned;
+      bo.banned.assign(banned.begin(), banned.end());  // assign(), not =: GCC 12 -O3 warns falsely (-Wnonnull) on that copy
       gen = samplers::beam_search(model, ids.cview(), {}, bo)[0][0].tokens;
     } else {
       samplers::GenerateOptions go;
       go.max_new_tokens = want + o.extra, go.eos_id = vocab.eos_id(), go.pad_id = vocab.pad_id();
-      go.decoder_start_id = model.config().decoder_start_token_id, go.banned = banned, go.seed = o.seed;
+      go.decoder_start_id = model.config().decoder_start_token_id, go.banned.assign(banned.begin(), banned.end()), go.seed = o.seed;
       go.streams = {static_cast<std::uint64_t>(n)};
       if (o.strategy != "greedy") {
         go.strategy = samplers::Strategy::sample;
@@ -96,14 +103,12 @@ int complete(const Options& o) {
       gen = samplers::generate(model, ids.cview(), {}, go)[0];
     }
     if (!gen.empty() && gen.back() == vocab.eos_id()) gen.pop_back();
+    const std::string prefix = residues.substr(0, k), truth = residues.substr(k), made = vocab.decode(gen);
     std::size_t same = 0;
-    for (std::size_t i = 0; i < gen.size() && k + i < residues.size(); ++i) same += gen[i] == residues[k + i];
+    for (std::size_t i = 0; i < made.size() && i < truth.size(); ++i) same += made[i] == truth[i];
     const double identity = double(same) / double(want);
     identity_sum += identity;
     ++n;
-    const std::string prefix = vocab.decode(std::vector<std::int32_t>(residues.begin(), residues.begin() + static_cast<long>(k)));
-    const std::string truth = vocab.decode(std::vector<std::int32_t>(residues.begin() + static_cast<long>(k), residues.end()));
-    const std::string made = vocab.decode(gen);
     std::printf(">%s  prefix %zu, true rest %zu, completion %zu residues, identity %.3f\n  prefix     %s\n  true rest  %s\n  completion %s\n",
                 r.id.c_str(), k, truth.size(), made.size(), identity, prefix.c_str(), truth.c_str(), made.c_str());
     if (out) out->write('>' + r.id + " completed from " + std::to_string(k) + " residues (" + o.strategy + ")\n" + prefix + made + '\n');
@@ -135,7 +140,13 @@ int main(int argc, char** argv) {
   app.add_option("--beam", o.beam, "beam width")->check(at_least(1));
   app.add_option("--length-penalty", o.length_penalty, "beam score = log-prob / length^penalty")->check(finite());
   app.add_option("--extra", o.extra, "tokens allowed beyond the true rest's length")->check(non_negative());
-  app.add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
+  app.add_option("--vocab", o.vocab,
+                 "override the model directory's tokenizer: ankh3, ankh, a tokenizer directory, tokenizer.json, spiece.model or "
+                 "a vocabulary file")
+      ->check(one_of_or_file({"ankh3", "ankh"}, true));
+  app.add_option("--tokenize", o.tokenize,
+                 "how the model card calls the tokenizer: words = tok(list(seq), is_split_into_words=True), string = tok(seq)")
+      ->check(one_of({"words", "string"}));
   app.add_option("--out", o.out, "write the completed proteins as FASTA");
   app.add_flag("--overwrite", o.overwrite, "replace --out if it exists");
   app.add_option("--seed", o.seed, "sampling seed")->check(non_negative());

@@ -2,27 +2,36 @@
 //
 //   ankh3_embed --model ankh3_run/model --fasta proteins.fasta --out embeddings.safetensors [--per-residue]
 //
-// Each protein is encoded as [prefix] residues </s> (Ankh3 uses the [NLU] or
-// [S2S] prefix; Ankh has none) in length-sorted batches. The output is one
-// safetensors file:
-//   mean             (N, d_model)  float32, mean of the final encoder states over the residues
-//   residues.<id>    (L, d_model)  with --per-residue, the state of every residue
+// Each protein is tokenized by the model directory's own tokenizer files
+// (tokenizer.json or spiece.model; --vocab overrides), as the model card's
+// Python does (--tokenize words: tok(list(seq), is_split_into_words=True), the
+// Ankh cards; string: tok(seq)), after a task prefix ([NLU] or [S2S] for Ankh3;
+// --prefix none for Ankh), and run through the encoder in eval mode in
+// length-sorted batches (train/embed.hpp). The output is one safetensors file:
+//   mean             (N, d_model)  float32, mean of the encoder states over the
+//                                  tokens that hold a residue (no prefix, eos or lone "▁")
+//   eos              (N, d_model)  with --eos, the state of the final eos token
+//   residues.<id>    (L, d_model)  with --per-residue, the state of each such token
+// of the final-normed output, or of each of --layers (then named layer<k>.mean, ...),
 // and metadata "ids" (a JSON list of the record ids, in row order of `mean`).
+// Duplicate record ids are refused before any work; proteins over --max-length
+// are refused, cut (--long truncate) or embedded in overlapping windows (--long windows).
 #include <CLI/CLI.hpp>
 
 #include <plm/data/fasta.hpp>
-#include <plm/data/vocabulary.hpp>
+#include <plm/data/tokenizer.hpp>
 #include <plm/io/hf_config.hpp>
 #include <plm/io/safetensors.hpp>
 #include <plm/io/t5_checkpoint.hpp>
 #include <plm/nn/t5.hpp>
 #include <plm/plm.hpp>
-#include <plm/samplers/batching.hpp>
 #include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
+#include <plm/train/embed.hpp>
 #include <plm/train/progress.hpp>
 
 #include <algorithm>
+#include <map>
 #include <cstdio>
 #include <numeric>
 #include <string>
@@ -33,96 +42,96 @@ using namespace plm;
 namespace {
 
 struct Options {
-  std::string model, fasta, out = "embeddings.safetensors", vocab = "ankh3", prefix = "nlu";
-  bool per_residue = false, overwrite = false;
+  std::string model, fasta, out = "embeddings.safetensors", vocab, prefix = "nlu", tokenize = "words", long_policy = "error";
+  std::vector<int> layers = {-1};
+  bool per_residue = false, eos = false, overwrite = false, raw = false;
   std::size_t max_length = 1024;
+  long overlap = -1;  // -1: a quarter of max_length
   long token_budget = 8192;
   int threads = 0;
   train::DeviceOptions device;
 };
 
+// A residue string as the tokenizer should see it: upper case, no trailing stop,
+// unless --raw asks for the characters exactly as the file holds them.
+std::string prepare(std::string s, bool raw) {
+  if (raw) return s;
+  for (char& c : s)
+    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
+  if (!s.empty() && s.back() == '*') s.pop_back();
+  return s;
+}
+
 template <class Model>
 int embed(const Options& o) {
   const Model model = io::load_t5_encoder<Model>(o.model);
   const index_t C = model.config().d_model;
-  const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
-  PLM_CHECK(vocab.size() <= model.config().vocab_size, "--vocab has ", vocab.size(), " tokens, the model only ",
-            model.config().vocab_size);
-  std::int32_t prefix = -1;
-  if (o.prefix == "nlu") prefix = vocab.nlu_id();
-  else if (o.prefix == "s2s") prefix = vocab.s2s_id();
+  // The directory's own tokenizer files decide the ids; --vocab overrides them.
+  const data::Tokenizer tok = o.vocab.empty() ? data::Tokenizer::from_directory(o.model) : data::Tokenizer::load(o.vocab);
+  const data::Vocabulary& vocab = tok.vocabulary();
+  PLM_CHECK(vocab.size() <= model.config().vocab_size, tok.source(), ": the tokenizer has ", vocab.size(),
+            " tokens, more than the model's embedding table of ", model.config().vocab_size);
+  train::EmbedOptions eo;
+  eo.token_budget = o.token_budget;
+  eo.per_residue = o.per_residue;
+  eo.eos = o.eos;
+  eo.layers = o.layers;
+  eo.style = data::parse_input_style(o.tokenize);
+  eo.max_length = o.max_length;
+  eo.long_policy = train::parse_long_policy(o.long_policy);
+  eo.overlap = o.overlap < 0 ? o.max_length / 4 : static_cast<std::size_t>(o.overlap);
+  PLM_CHECK(eo.long_policy == train::LongPolicy::error || o.max_length > 0, "--long ", o.long_policy, " needs a --max-length above 0");
+  PLM_CHECK(eo.long_policy != train::LongPolicy::windows || eo.overlap < o.max_length, "--window-overlap ", eo.overlap,
+            " must be smaller than --max-length ", o.max_length);
+  if (o.prefix == "nlu") eo.prefix = vocab.nlu_id();
+  else if (o.prefix == "s2s") eo.prefix = vocab.s2s_id();
   else PLM_CHECK(o.prefix == "none", "--prefix: unknown '", o.prefix, "' (nlu, s2s, none)");
+  const int L = static_cast<int>(model.config().num_layers);
+  for (const int k : o.layers)
+    PLM_CHECK(k >= -(L + 1) && k <= L, "--layers: ", k, " is outside this encoder's hidden states 0..", L, " (or -", L + 1, "..-1)");
 
-  // Proteins longer than max_length are refused rather than silently cropped:
-  // an embedding of part of a protein would be mistaken for the whole.
+  // Every record is read and checked before any work: duplicate ids would make rows ambiguous.
   data::FastaOptions fo;
-  fo.max_length = o.max_length;
-  fo.too_long = data::TooLongPolicy::error;
   fo.empty = data::EmptyPolicy::error;
-  std::vector<std::string> ids;
-  std::vector<std::vector<std::int32_t>> tokens;
+  std::vector<std::string> ids, sequences;
   {
     data::FastaReader reader(o.fasta, fo);
     data::FastaRecord r;
-    data::EncodeOptions eo;
+    std::map<std::string, std::size_t> seen;
     while (reader.next(r)) {
-      std::vector<std::int32_t> t;
-      if (prefix >= 0) t.push_back(prefix);
-      vocab.encode_into(r.sequence, t, eo, r.id);
+      const auto [it, fresh] = seen.emplace(r.id, r.header_line);
+      PLM_CHECK(fresh, o.fasta, ":", r.header_line, ": duplicate record id '", r.id, "' (first at line ", it->second, ")");
+      PLM_CHECK(eo.long_policy != train::LongPolicy::error || o.max_length == 0 || r.sequence.size() <= o.max_length, o.fasta, ":",
+                r.header_line, ": '", r.id, "' has ", r.sequence.size(), " residues, more than --max-length ", o.max_length,
+                " (--long truncate or --long windows embeds it)");
       ids.push_back(r.id);
-      tokens.push_back(std::move(t));
+      sequences.push_back(prepare(r.sequence, o.raw));
     }
   }
   PLM_CHECK(!ids.empty(), o.fasta, ": no sequences");
-  const index_t first = prefix >= 0 ? 1 : 0;  // residues are tokens [first, len - 1): no prefix, no eos
+  std::fprintf(stderr, "ankh3_embed: tokenizer %s (%s style)\n", tok.source().c_str(), o.tokenize.c_str());
 
-  std::vector<index_t> order(ids.size());
-  std::iota(order.begin(), order.end(), index_t(0));
-  std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return tokens[a].size() < tokens[b].size(); });
-  Tensor<cpu, float> mean(Shape{static_cast<index_t>(ids.size()), C});
-  std::vector<Tensor<cpu, float>> per_residue(o.per_residue ? ids.size() : 0);
-  typename Model::Cache cache;
-  using B = typename Model::backend;
-  Tensor<B, std::int32_t> batch_ids;
-  Tensor<B, std::uint8_t> valid;
-  Tensor<B, float> out;
-  std::vector<float> host_out;
   train::ProgressBar bar(static_cast<std::int64_t>(ids.size()), "res/s");
-  for (std::size_t s = 0; s < order.size();) {
-    // a batch of similar lengths within the token budget (sorted: the last is the longest)
-    std::size_t e = s + 1;
-    while (e < order.size() && static_cast<long>((e - s + 1) * tokens[static_cast<std::size_t>(order[e])].size()) <= o.token_budget) ++e;
-    const std::vector<index_t> rows(order.begin() + static_cast<long>(s), order.begin() + static_cast<long>(e));
-    samplers::pad_rows<B>(tokens, rows, vocab.pad_id(), batch_ids, valid);
-    const index_t Bn = batch_ids.dim(0), S = batch_ids.dim(1);
-    double residues = 0;
-    for (index_t r : rows) residues += double(tokens[static_cast<std::size_t>(r)].size());
-    out.resize(Shape{Bn, S, C});
-    model.encode(batch_ids.cview(), valid.cview(), out.view(), cache);
-    host_out.resize(static_cast<std::size_t>(out.numel()));
-    download(out.cview(), host_out.data());
-    for (index_t b = 0; b < Bn; ++b) {
-      const auto i = static_cast<std::size_t>(order[s + static_cast<std::size_t>(b)]);
-      const index_t L = static_cast<index_t>(tokens[i].size()) - 1 - first;
-      float* m = mean.data() + static_cast<index_t>(i) * C;
-      std::fill(m, m + C, 0.0f);
-      if (o.per_residue) per_residue[i] = Tensor<cpu, float>(Shape{L, C});
-      for (index_t t = 0; t < L; ++t) {
-        const float* h = host_out.data() + (b * S + first + t) * C;
-        for (index_t c = 0; c < C; ++c) m[c] += h[c] / static_cast<float>(L);
-        if (o.per_residue) std::copy(h, h + C, per_residue[i].data() + t * C);
-      }
-    }
-    s = e;
-    bar.update(static_cast<std::int64_t>(s), {}, residues);
-  }
+  const train::Embeddings e = train::embed(model, tok, sequences, eo, ids, &bar);
   bar.finish();
+  if (e.truncated) std::fprintf(stderr, "ankh3_embed: %zu proteins cut to their first %zu residues\n", e.truncated, o.max_length);
+  if (e.windowed)
+    std::fprintf(stderr, "ankh3_embed: %zu proteins embedded in windows of %zu residues (overlap %zu)\n", e.windowed, o.max_length,
+                 eo.overlap);
 
+  // One layer: mean, eos, residues.<id>; several: layer<k>.mean, ...
   io::SafetensorsWriter w;
-  w.add<float>("mean", mean.cview());
-  for (std::size_t i = 0; i < per_residue.size(); ++i) w.add<float>("residues." + ids[i], per_residue[i].cview());
+  for (const train::LayerEmbeddings& le : e.layers) {
+    const std::string p = e.layers.size() == 1 ? std::string() : "layer" + std::to_string(le.layer) + ".";
+    w.add<float>(p + "mean", le.mean.cview());
+    if (o.eos) w.add<float>(p + "eos", le.eos.cview());
+    for (std::size_t i = 0; i < le.per_residue.size(); ++i) w.add<float>(p + "residues." + ids[i], le.per_residue[i].cview());
+  }
   w.set_metadata("ids", nlohmann::json(ids).dump());
+  w.set_metadata("layers", nlohmann::json(o.layers).dump());
   w.set_metadata("prefix", o.prefix);
+  w.set_metadata("tokenize", o.tokenize);
+  w.set_metadata("long", o.long_policy);
   w.write(o.out);
   std::fprintf(stderr, "ankh3_embed: %zu proteins, d_model %ld -> %s\n", ids.size(), long(C), o.out.c_str());
   return 0;
@@ -140,10 +149,26 @@ int main(int argc, char** argv) {
   app.add_option("--fasta", o.fasta, "proteins to embed (plain or .gz)")->required()->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output safetensors file");
   app.add_flag("--overwrite", o.overwrite, "replace --out if it exists");
-  app.add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
+  app.add_option("--vocab", o.vocab,
+                 "override the model directory's tokenizer: ankh3, ankh, a tokenizer directory, tokenizer.json, spiece.model or "
+                 "a vocabulary file")
+      ->check(one_of_or_file({"ankh3", "ankh"}, true));
+  app.add_option("--tokenize", o.tokenize,
+                 "how the model card calls the tokenizer: words = tok(list(seq), is_split_into_words=True), string = tok(seq)")
+      ->check(one_of({"words", "string"}));
+  app.add_flag("--raw", o.raw, "tokenize the sequence exactly as written (default: upper-cased, a trailing '*' dropped)");
   app.add_option("--prefix", o.prefix, "task token before the residues: nlu, s2s or none")->check(one_of({"nlu", "s2s", "none"}));
   app.add_flag("--per-residue", o.per_residue, "also write every residue's embedding");
-  app.add_option("--max-length", o.max_length, "longer proteins are an error (0 = no limit)")->check(non_negative());
+  app.add_flag("--eos", o.eos, "also write the state of the final eos token");
+  app.add_option("--layers", o.layers,
+                 "hidden states to write, numbered as transformers' hidden_states: 0 = embeddings, k = layer k's output, "
+                 "-1 = the final-normed output")
+      ->delimiter(',');
+  app.add_option("--max-length", o.max_length, "residues per pass (0 = no limit); longer proteins follow --long")->check(non_negative());
+  app.add_option("--long", o.long_policy, "proteins over --max-length: error, truncate (first residues) or windows (overlapping)")
+      ->check(one_of({"error", "truncate", "windows"}));
+  app.add_option("--window-overlap", o.overlap, "--long windows: residues shared by neighbouring windows (default: a quarter of --max-length)")
+      ->check(non_negative());
   app.add_option("--token-budget", o.token_budget, "padded tokens per batch")->check(at_least(1));
   app.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(non_negative());
   train::add_device_options(app, o.device);

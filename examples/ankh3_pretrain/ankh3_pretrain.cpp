@@ -8,6 +8,7 @@
 
 #include <plm/io/checkpoint.hpp>
 #include <plm/io/t5_checkpoint.hpp>
+#include <plm/io/tokenizer_files.hpp>
 #include <plm/nn/t5.hpp>
 #include <plm/objectives/multitask.hpp>
 #include <plm/optim/clip.hpp>
@@ -96,7 +97,9 @@ int run(const Options& o) {
   train::RunDirectory run_dir(o.out, {"checkpoint.safetensors", "metrics.jsonl", "model"}, o.resume, o.overwrite);
   const std::string ckpt = run_dir.file("checkpoint.safetensors"), metrics_path = run_dir.file("metrics.jsonl");
 
-  const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
+  // A preset, a tokenizer directory or file (saved with the model, so transformers' AutoTokenizer and plm read the same ids).
+  const data::Tokenizer tokenizer = data::Tokenizer::load(o.vocab);
+  const data::Vocabulary& vocab = tokenizer.vocabulary();
   samplers::PretrainStreamOptions so = o.data;
   so.fasta.too_long = data::parse_too_long_policy(o.too_long), so.encode.rare = data::parse_rare_policy(o.rare);
   samplers::Ankh3Options ao = o.tasks;
@@ -194,6 +197,8 @@ int run(const Options& o) {
   bar.finish();
   const std::string model_dir = (fs::path(o.out) / "model").string();
   io::save_t5(model, model_dir);
+  io::save_tokenizer(tokenizer, model_dir);
+  io::save_generation_config(model.config(), model_dir);
   std::fprintf(stderr, "ankh3_pretrain: wrote %s, %s and %s/\n", metrics_path.c_str(), ckpt.c_str(), model_dir.c_str());
   return 0;
 }
@@ -214,7 +219,8 @@ int main(int argc, char** argv) {
   g->add_option("--max-length", o.data.fasta.max_length, "longer sequences follow --too-long (0 = unlimited)")->check(non_negative());
   g->add_option("--too-long", o.too_long, "skip, crop-random, crop-start or error")->check(one_of({"skip", "crop-random", "crop-start", "error"}));
   g->add_option("--rare", o.rare, "rare residues X B Z U O: keep, unk or error")->check(one_of({"keep", "unk", "error"}));
-  g->add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
+  g->add_option("--vocab", o.vocab, "ankh3, ankh, a tokenizer directory, tokenizer.json, spiece.model or a vocabulary file")
+      ->check(one_of_or_file({"ankh3", "ankh"}, true));
   g->add_option("--pool", o.data.pool, "records batched together (length buckets form inside a pool)")->check(at_least(1));
   auto* t = app.add_option_group("tasks");
   t->add_option("--mask-probs", o.tasks.mask_probabilities, "[NLU] masking probabilities, one drawn per example")->delimiter(',')

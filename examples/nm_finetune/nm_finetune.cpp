@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include <plm/data/classification_set.hpp>
+#include <plm/data/tokenizer.hpp>
 #include <plm/io/checkpoint.hpp>
 #include <plm/io/t5_checkpoint.hpp>
 #include <plm/nn/t5.hpp>
@@ -158,7 +159,8 @@ template <class Model>
 int run(const Options& o) {
   // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
   train::RunDirectory run_dir(o.out, {"baseline", "nm", "results.json"}, o.resume, o.overwrite);
-  const data::Vocabulary vocab = data::Vocabulary::load(o.vocab);
+  const data::Tokenizer tokenizer = data::Tokenizer::load(o.vocab);
+  const data::Vocabulary& vocab = tokenizer.vocabulary();
   data::FastaOptions fo;
   fo.max_length = o.max_length, fo.too_long = data::TooLongPolicy::crop_start;  // keep the N-terminus: signal peptides sit there
   data::ClassificationSet d = data::make_classification_set(data::read_labelled(o.fasta, o.labels, fo), vocab, {o.min_class_size, o.limit});
@@ -211,7 +213,8 @@ int main(int argc, char** argv) {
   g->add_option("--min-class-size", o.min_class_size, "classes with fewer proteins are left out")->check(non_negative());
   g->add_option("--max-length", o.max_length, "longer proteins keep their first residues (0 = no limit)")->check(non_negative());
   g->add_option("--limit", o.limit, "use only the first N labelled proteins (0 = all)")->check(non_negative());
-  g->add_option("--vocab", o.vocab, "ankh3, ankh, or a tokenizer.json / vocabulary file")->check(one_of_or_file({"ankh3", "ankh"}));
+  g->add_option("--vocab", o.vocab, "ankh3, ankh, a tokenizer directory, tokenizer.json, spiece.model or a vocabulary file")
+      ->check(one_of_or_file({"ankh3", "ankh"}, true));
   auto* m = app.add_option_group("model");
   m->add_option("--backbone", o.backbone, "Hugging Face T5 / Ankh checkpoint directory (e.g. ankh3_pretrain's out/model); "
                                           "empty: a randomly initialised encoder of the sizes below")
