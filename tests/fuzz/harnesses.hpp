@@ -40,6 +40,7 @@
 #include "plm/core/error.hpp"
 #include "plm/data/fasta.hpp"
 #include "plm/data/labelled.hpp"
+#include "plm/data/tokenizer.hpp"
 #include "plm/data/vocabulary.hpp"
 #include "plm/io/checkpoint.hpp"
 #include "plm/io/hf_config.hpp"
@@ -536,6 +537,27 @@ inline void exercise_vocabulary(const data::Vocabulary& v) {
     });
 }
 
+// What a program does with a tokenizer it loaded: a protein (with lowercase,
+// rare residues, a stop and gaps) encodes in both styles to ids inside the
+// vocabulary, and every character is held by exactly one token, in order.
+inline void exercise_tokenizer(const data::Tokenizer& t) {
+  const std::string protein = "MKTAYIAKQRqisfvkshfsrXBZUO*-.";
+  for (const data::InputStyle style : {data::InputStyle::words, data::InputStyle::string}) {
+    const data::Encoding e = t.encode(protein, style, "fuzz");
+    PLM_FUZZ_EXPECT(e.ids.size() == e.begin.size() && e.ids.size() == e.end.size(), "encoding arrays differ in length");
+    std::int32_t next = 0;
+    for (std::size_t k = 0; k < e.size(); ++k) {
+      PLM_FUZZ_EXPECT(e.ids[k] >= 0 && e.ids[k] < t.vocabulary().size(), "encode gave id ", e.ids[k]);
+      PLM_FUZZ_EXPECT(e.begin[k] <= e.end[k], "token ", k, " holds [", e.begin[k], ", ", e.end[k], ")");
+      if (e.holds_residue(k)) {
+        PLM_FUZZ_EXPECT(e.begin[k] == next, "token ", k, " starts at column ", e.begin[k], ", expected ", next);
+        next = e.end[k];
+      }
+    }
+    PLM_FUZZ_EXPECT(next == static_cast<std::int32_t>(protein.size()), "the tokens hold ", next, " of ", protein.size(), " characters");
+  }
+}
+
 inline data::Specials alternative_specials() {  // BERT-style names
   data::Specials s;
   s.pad = "[PAD]";
@@ -549,7 +571,9 @@ inline data::Specials alternative_specials() {  // BERT-style names
 }
 
 // A Hugging Face tokenizer.json, through Vocabulary::load (the .json name
-// picks from_tokenizer_json) and from_tokenizer_json with other special names.
+// picks from_tokenizer_json), from_tokenizer_json with other special names and
+// Tokenizer::from_tokenizer_json (every component), then encoding a protein;
+// and the bytes as a SentencePiece precompiled character map.
 inline int fuzz_tokenizer_json(const std::uint8_t* data, std::size_t size) {
   first_error().clear();
   const std::string path = Scratch::get().write("tokenizer.json", data, size);
@@ -557,6 +581,13 @@ inline int fuzz_tokenizer_json(const std::uint8_t* data, std::size_t size) {
     PLM_FUZZ_EXPECT(!has_nul(data, size), "a tokenizer.json holding a NUL byte was accepted");
   if (fnv1a(data, size) & 1)
     attempt([&] { exercise_vocabulary(data::Vocabulary::from_tokenizer_json(path, alternative_specials())); });
+  // The whole tokenizer: normalizer, pre-tokenizer, model and post-processor.
+  attempt([&] { exercise_tokenizer(data::Tokenizer::from_tokenizer_json(path)); });
+  // The same bytes as a SentencePiece character map (the Precompiled normalizer's blob).
+  attempt([&] {
+    const data::detail::Charsmap map(std::string(reinterpret_cast<const char*>(data), size));
+    for (const char* key : {"A", "m", "*", "\xEF\xBC\xA1", "\xE2\x96\x81"}) (void)map.lookup(key);
+  });
   return 0;
 }
 
