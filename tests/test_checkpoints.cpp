@@ -2,6 +2,7 @@
 // and 5 write them, sharded and half-precision weights, pickles refused,
 // train / eval passes.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -10,7 +11,9 @@
 #include <nlohmann/json.hpp>
 
 #include "ops_test_support.hpp"
+#include "plm/data/tokenizer.hpp"
 #include "plm/io/t5_checkpoint.hpp"
+#include "plm/io/tokenizer_files.hpp"
 #include "plm/objectives/cross_entropy.hpp"
 
 #ifndef PLM_FIXTURES_DIR
@@ -286,5 +289,87 @@ TEST_CASE("transformers 5 directories as saved: untied with dropout, tied and sc
     };
     if (std::string(k.dir) == "tied") run(type_tag<nn::AnkhModel<cpu, double>>{});
     else run(type_tag<nn::Ankh3Model<cpu, double>>{});
+  }
+}
+
+// plm saves -> transformers loads, computes and saves -> plm loads. The model is
+// built here from a config and a seed, as tests/fixtures/roundtrip/ was made
+// from it: PLM_ROUNDTRIP_EXPORT=<dir> writes plm's directories there for
+// make_hf_fixtures.py --roundtrip <dir>, which runs transformers on them.
+TEST_CASE("round trip: plm -> save -> transformers -> save -> plm gives the same logits and ids, tied and untied") {
+  struct Kind {
+    const char* name;
+    bool tied;
+  };
+  const data::Tokenizer tok = data::Tokenizer::load("ankh3");
+  TempDir tmp;
+  const auto config_of = [](const Kind& k) {
+    nn::T5Config c;
+    c.vocab_size = 256, c.d_model = 16, c.d_kv = 8, c.num_heads = 2, c.d_ff = 24, c.num_layers = 2, c.num_decoder_layers = 2;
+    c.relative_attention_num_buckets = 8, c.relative_attention_max_distance = 12, c.tie_word_embeddings = k.tied;
+    c.feed_forward_proj = k.tied ? "gated-gelu" : "gated-silu";
+    return c;
+  };
+  const std::vector<Kind> kinds = {Kind{"untied", false}, Kind{"tied", true}};
+  for (const Kind& k : kinds) {  // plm saves (and exports, for the fixture script) both before any check
+    const std::string saved = tmp.file(k.name);
+    auto save = [&](auto tag) {
+      using M = typename decltype(tag)::type;
+      const M model(config_of(k), /*seed=*/k.tied ? 41 : 42);
+      io::save_t5(model, saved);
+      io::save_tokenizer(tok, saved);
+      io::save_generation_config(model.config(), saved);
+    };
+    if (k.tied) save(type_tag<nn::AnkhModel<cpu, float>>{});
+    else save(type_tag<nn::Ankh3Model<cpu, float>>{});
+    if (const char* out = std::getenv("PLM_ROUNDTRIP_EXPORT")) {
+      fs::create_directories(out);
+      fs::copy(saved, fs::path(out) / k.name, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+    }
+  }
+  for (const Kind& k : kinds) {
+    INFO(k.name);
+    const std::string saved = tmp.file(k.name);
+    const std::string dir = fixture(std::string("roundtrip/") + k.name);
+    const io::SafetensorsReader ref(dir + "/io.safetensors");
+    const auto ids = ref.load<std::int32_t>("input_ids"), dec = ref.load<std::int32_t>("decoder_input_ids");
+    const auto mask = ref.load<std::int32_t>("attention_mask");
+    Tensor<cpu, std::uint8_t> valid(mask.shape());
+    ops<cpu>::convert<std::int32_t, std::uint8_t>(mask, valid);
+    const auto want = ref.load<double>("logits");
+    auto logits_of = [&](auto tag, const std::string& from) {
+      using M = typename decltype(tag)::type;
+      const M m = io::load_t5<M>(from);
+      CHECK(m.config().tie_word_embeddings == k.tied);
+      Tensor<cpu, double> logits(want.shape());
+      typename M::Cache cache;
+      m.forward(ids, valid, dec, logits, cache);
+      return logits;
+    };
+    auto rel = [](const Tensor<cpu, double>& a, const Tensor<cpu, double>& b) {
+      double num = 0, den = 0;
+      for (index_t i = 0; i < a.numel(); ++i) num = std::max(num, std::abs(a.data()[i] - b.data()[i])), den = std::max(den, std::abs(b.data()[i]));
+      return num / den;
+    };
+    // What plm saved is what transformers computed with (float64 from the float32 weights).
+    const auto mine = k.tied ? logits_of(type_tag<nn::AnkhModel<cpu, double>>{}, saved) : logits_of(type_tag<nn::Ankh3Model<cpu, double>>{}, saved);
+    CHECK(rel(mine, want) < 1e-12);
+    // What transformers saved again loads back to the same function.
+    const std::string back = dir + "/hf";
+    const auto again = k.tied ? logits_of(type_tag<nn::AnkhModel<cpu, double>>{}, back) : logits_of(type_tag<nn::Ankh3Model<cpu, double>>{}, back);
+    CHECK(rel(again, want) < 1e-12);
+    CHECK(rel(again, mine) < 1e-12);
+    // Its tokenizer files give transformers' ids, which are plm's.
+    const data::Tokenizer hf = data::Tokenizer::from_directory(back);
+    const auto words = ref.load<std::int32_t>("words_ids");
+    const auto sequences = nlohmann::json::parse(ref.metadata().at("sequences")).get<std::vector<std::string>>();
+    REQUIRE(static_cast<index_t>(sequences.size()) == words.dim(0));
+    for (std::size_t i = 0; i < sequences.size(); ++i) {
+      const data::Encoding e = hf.encode(sequences[i], data::InputStyle::words);
+      const data::Encoding own = tok.encode(sequences[i], data::InputStyle::words);
+      CHECK(e.ids == own.ids);
+      for (std::size_t t = 0; t < e.size(); ++t) CHECK(e.ids[t] == words.at(static_cast<index_t>(i), static_cast<index_t>(t)));
+    }
+    CHECK(fs::exists(back + "/generation_config.json"));
   }
 }
