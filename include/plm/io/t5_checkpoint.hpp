@@ -189,7 +189,7 @@ void load_t5_weights(Model& m, const std::string& dir) {
 // model type's policies (the constructor says so otherwise).
 template <class Model>
 Model load_t5(const std::string& dir) {
-  Model m(read_t5_dir_config(dir));
+  Model m(read_t5_dir_config(dir), nn::uninitialized);  // every parameter comes from the checkpoint
   load_t5_weights(m, dir);
   return m;
 }
@@ -201,7 +201,7 @@ template <class Model>
 Model load_t5_encoder(const std::string& dir) {
   nn::T5Config c = read_t5_dir_config(dir);
   c.num_decoder_layers = 0;
-  Model m(c);
+  Model m(c, nn::uninitialized);
   load_t5_weights(m, dir);
   return m;
 }

@@ -24,6 +24,11 @@
 
 namespace plm::nn {
 
+// Tag for a model whose parameters will be filled from a checkpoint: allocated
+// (zero) but not drawn, so loading does not first spend the time of a random init.
+struct Uninitialized {};
+inline constexpr Uninitialized uninitialized{};
+
 // The parameters [begin, end) of a set, in registration order.
 struct ParamRange {
   index_t begin = 0, end = 0;
@@ -56,11 +61,12 @@ class ParameterSet {
     return static_cast<index_t>(entries_.size() - 1);
   }
 
+  // The gradient buffer is allocated (zeroed) on first use: a model that only
+  // runs forward (embedding, generation, a checkpoint being loaded) holds one
+  // copy of its parameters, not two.
   void allocate() {
     PLM_CHECK(!allocated(), "ParameterSet: allocate() called twice");
     values_.resize(Shape{total_});
-    grads_.resize(Shape{total_});
-    ops<B>::fill(grads_.view(), T(0));
     ops<B>::fill(values_.view(), T(0));
     allocated_ = true;
   }
@@ -85,7 +91,7 @@ class ParameterSet {
 
   void zero_grad() {
     check_allocated("zero_grad");
-    ops<B>::fill(grads_.view(), T(0));
+    ops<B>::fill(gradient_buffer().view(), T(0));
   }
 
   index_t size() const { return static_cast<index_t>(entries_.size()); }
@@ -105,12 +111,14 @@ class ParameterSet {
   }
 
   TensorView<B, T> value(index_t id) const { return slice(values_, id, "value"); }
-  TensorView<B, T> grad(index_t id) const { return slice(grads_, id, "grad"); }
+  TensorView<B, T> grad(index_t id) const { return slice(gradient_buffer(), id, "grad"); }
   TensorView<B, T> value(const std::string& name) const { return value(id(name)); }
   TensorView<B, T> grad(const std::string& name) const { return grad(id(name)); }
   // The flat buffers.
   TensorView<B, T> values() const { return values_.view(); }
-  TensorView<B, T> grads() const { return grads_.view(); }
+  TensorView<B, T> grads() const { return gradient_buffer().view(); }
+  // Whether the gradient buffer exists yet (it is made by the first grad(), grads() or zero_grad()).
+  bool has_gradients() const { return grads_allocated_; }
 
  private:
   void check_allocated(const char* what) const {
@@ -123,10 +131,22 @@ class ParameterSet {
     return TensorView<B, T>(buf.data() + e.offset, e.shape);
   }
 
+  const Tensor<B, T>& gradient_buffer() const {
+    check_allocated("grad");
+    if (!grads_allocated_) {
+      grads_.resize(Shape{total_});
+      ops<B>::fill(grads_.view(), T(0));
+      grads_allocated_ = true;
+    }
+    return grads_;
+  }
+
   std::vector<Entry> entries_;
   std::map<std::string, index_t> index_;
   index_t total_ = 0;
-  Tensor<B, T> values_, grads_;
+  Tensor<B, T> values_;
+  mutable Tensor<B, T> grads_;  // made on first use (gradient_buffer)
+  mutable bool grads_allocated_ = false;
   bool allocated_ = false;
 };
 

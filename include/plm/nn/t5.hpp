@@ -300,6 +300,11 @@ class T5Model {
     owned_->allocate();
     owned_->init(seed);
   }
+  // A model whose every parameter a checkpoint fills next (io::load_t5): allocated, not drawn.
+  T5Model(const T5Config& cfg, Uninitialized) : owned_(std::make_unique<ParameterSet<B, T>>()) {
+    build(*owned_, cfg);
+    owned_->allocate();
+  }
   // A model in the caller's set: registers its parameters (Hugging Face names,
   // no prefix) into ps; the caller adds its own layers (heads) and then calls
   // ps.allocate() and ps.init(seed). io::load_t5_weights fills this model's
