@@ -29,6 +29,7 @@
 #include <plm/train/device.hpp>
 #include <plm/train/embed.hpp>
 #include <plm/train/progress.hpp>
+#include <plm/train/tokenizer_options.hpp>
 
 #include <algorithm>
 #include <map>
@@ -42,9 +43,10 @@ using namespace plm;
 namespace {
 
 struct Options {
-  std::string model, fasta, out = "embeddings.safetensors", vocab, prefix = "nlu", tokenize = "words", long_policy = "error";
+  std::string model, fasta, out = "embeddings.safetensors", prefix = "nlu", long_policy = "error";
   std::vector<int> layers = {-1};
-  bool per_residue = false, eos = false, overwrite = false, raw = false;
+  bool per_residue = false, eos = false, overwrite = false;
+  train::TokenizerOptions tokenizer;
   std::size_t max_length = 1024;
   long overlap = -1;  // -1: a quarter of max_length
   long token_budget = 8192;
@@ -52,22 +54,12 @@ struct Options {
   train::DeviceOptions device;
 };
 
-// A residue string as the tokenizer should see it: upper case, no trailing stop,
-// unless --raw asks for the characters exactly as the file holds them.
-std::string prepare(std::string s, bool raw) {
-  if (raw) return s;
-  for (char& c : s)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 'a' + 'A');
-  if (!s.empty() && s.back() == '*') s.pop_back();
-  return s;
-}
-
 template <class Model>
 int embed(const Options& o) {
   const Model model = io::load_t5_encoder<Model>(o.model);
   const index_t C = model.config().d_model;
   // The directory's own tokenizer files decide the ids; --vocab overrides them.
-  const data::Tokenizer tok = o.vocab.empty() ? data::Tokenizer::from_directory(o.model) : data::Tokenizer::load(o.vocab);
+  const data::Tokenizer tok = o.tokenizer.load(o.model);
   const data::Vocabulary& vocab = tok.vocabulary();
   PLM_CHECK(vocab.size() <= model.config().vocab_size, tok.source(), ": the tokenizer has ", vocab.size(),
             " tokens, more than the model's embedding table of ", model.config().vocab_size);
@@ -76,7 +68,7 @@ int embed(const Options& o) {
   eo.per_residue = o.per_residue;
   eo.eos = o.eos;
   eo.layers = o.layers;
-  eo.style = data::parse_input_style(o.tokenize);
+  eo.style = o.tokenizer.style();
   eo.max_length = o.max_length;
   eo.long_policy = train::parse_long_policy(o.long_policy);
   eo.overlap = o.overlap < 0 ? o.max_length / 4 : static_cast<std::size_t>(o.overlap);
@@ -105,11 +97,11 @@ int embed(const Options& o) {
                 r.header_line, ": '", r.id, "' has ", r.sequence.size(), " residues, more than --max-length ", o.max_length,
                 " (--long truncate or --long windows embeds it)");
       ids.push_back(r.id);
-      sequences.push_back(prepare(r.sequence, o.raw));
+      sequences.push_back(o.tokenizer.prepare(r.sequence));
     }
   }
   PLM_CHECK(!ids.empty(), o.fasta, ": no sequences");
-  std::fprintf(stderr, "ankh3_embed: tokenizer %s (%s style)\n", tok.source().c_str(), o.tokenize.c_str());
+  std::fprintf(stderr, "ankh3_embed: tokenizer %s (%s style)\n", tok.source().c_str(), o.tokenizer.tokenize.c_str());
 
   train::ProgressBar bar(static_cast<std::int64_t>(ids.size()), "res/s");
   const train::Embeddings e = train::embed(model, tok, sequences, eo, ids, &bar);
@@ -130,7 +122,7 @@ int embed(const Options& o) {
   w.set_metadata("ids", nlohmann::json(ids).dump());
   w.set_metadata("layers", nlohmann::json(o.layers).dump());
   w.set_metadata("prefix", o.prefix);
-  w.set_metadata("tokenize", o.tokenize);
+  w.set_metadata("tokenize", o.tokenizer.tokenize);
   w.set_metadata("long", o.long_policy);
   w.write(o.out);
   std::fprintf(stderr, "ankh3_embed: %zu proteins, d_model %ld -> %s\n", ids.size(), long(C), o.out.c_str());
@@ -149,14 +141,7 @@ int main(int argc, char** argv) {
   app.add_option("--fasta", o.fasta, "proteins to embed (plain or .gz)")->required()->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output safetensors file");
   app.add_flag("--overwrite", o.overwrite, "replace --out if it exists");
-  app.add_option("--vocab", o.vocab,
-                 "override the model directory's tokenizer: ankh3, ankh, a tokenizer directory, tokenizer.json, spiece.model or "
-                 "a vocabulary file")
-      ->check(one_of_or_file({"ankh3", "ankh"}, true));
-  app.add_option("--tokenize", o.tokenize,
-                 "how the model card calls the tokenizer: words = tok(list(seq), is_split_into_words=True), string = tok(seq)")
-      ->check(one_of({"words", "string"}));
-  app.add_flag("--raw", o.raw, "tokenize the sequence exactly as written (default: upper-cased, a trailing '*' dropped)");
+  train::add_tokenizer_options(app, o.tokenizer);
   app.add_option("--prefix", o.prefix, "task token before the residues: nlu, s2s or none")->check(one_of({"nlu", "s2s", "none"}));
   app.add_flag("--per-residue", o.per_residue, "also write every residue's embedding");
   app.add_flag("--eos", o.eos, "also write the state of the final eos token");
