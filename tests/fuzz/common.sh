@@ -2,7 +2,7 @@
 # each harness's libFuzzer flags. Expects $here (this folder).
 
 # The harnesses, in the order they run; each has corpus/<name>/ and may have regressions/<name>/.
-all=(fasta fasta_gz_raw fasta_gz safetensors config tokenizer_json vocab_file labelled checkpoint metrics)
+all=(fasta fasta_gz_raw fasta_gz safetensors config tokenizer_json vocab_file labelled checkpoint metrics weights_index)
 
 # Inputs are bounded: text formats at 4 KB, binary ones (gzip, safetensors) at 64 KB.
 max_len() {
@@ -14,6 +14,6 @@ max_len() {
 # JSON-based formats get the JSON dictionary.
 dict() {
   case $1 in
-    safetensors|config|tokenizer_json|checkpoint|metrics) echo "-dict=$here/json.dict" ;;
+    safetensors|config|tokenizer_json|checkpoint|metrics|weights_index) echo "-dict=$here/json.dict" ;;
   esac
 }

@@ -28,6 +28,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -44,6 +45,7 @@
 #include "plm/data/vocabulary.hpp"
 #include "plm/io/checkpoint.hpp"
 #include "plm/io/hf_config.hpp"
+#include "plm/io/hf_weights.hpp"
 #include "plm/io/safetensors.hpp"
 #include "plm/nn/parameters.hpp"
 #include "plm/plm.hpp"  // ops<cpu>, which ParameterSet<cpu, float> needs
@@ -472,6 +474,56 @@ inline int fuzz_safetensors(const std::uint8_t* data, std::size_t size) {
 }
 
 // ---------------------------------------------------------------------------
+// model.safetensors.index.json: the weight map of a sharded checkpoint
+
+// The input is the index of a directory that holds two fixed shards
+// (model-00001-of-00002.safetensors: "a" F32 (2, 3) and "b" BF16 (4);
+// model-00002-of-00002.safetensors: "c" F32 (3)), read by io::ModelWeights.
+// An accepted index names exactly the tensors of those shards, each in the
+// shard that holds it, and every tensor reads back with its written values.
+inline int fuzz_weights_index(const std::uint8_t* data, std::size_t size) {
+  first_error().clear();
+  Scratch& s = Scratch::get();
+  const std::string dir = s.dir() + "/weights";
+  static const bool shards_written = [&] {
+    std::filesystem::create_directories(dir);
+    Tensor<cpu, float> a(Shape{2, 3}), c(Shape{3});
+    Tensor<cpu, bf16> b(Shape{4});
+    for (index_t i = 0; i < a.numel(); ++i) a.data()[i] = static_cast<float>(i) + 0.5f;
+    for (index_t i = 0; i < b.numel(); ++i) b.data()[i] = bf16(static_cast<float>(-i));
+    for (index_t i = 0; i < c.numel(); ++i) c.data()[i] = static_cast<float>(10 + i);
+    io::SafetensorsWriter one, two;
+    one.add<float>("a", a.cview());
+    one.add<bf16>("b", b.cview());
+    two.add<float>("c", c.cview());
+    one.write(dir + "/model-00001-of-00002.safetensors");
+    two.write(dir + "/model-00002-of-00002.safetensors");
+    return true;
+  }();
+  (void)shards_written;
+  s.write("weights/model.safetensors.index.json", data, size);
+  std::unique_ptr<io::ModelWeights> w;
+  if (!attempt([&] { w = std::make_unique<io::ModelWeights>(dir); }, true)) return 0;
+  PLM_FUZZ_EXPECT(!has_nul(data, size), "an index holding a NUL byte was accepted");
+  PLM_FUZZ_EXPECT(w->sharded() && w->tensors().size() == 3, "an accepted index lists ", w->tensors().size(), " tensors");
+  const std::map<std::string, std::pair<std::string, std::vector<float>>> want = {
+      {"a", {"model-00001-of-00002.safetensors", {0.5f, 1.5f, 2.5f, 3.5f, 4.5f, 5.5f}}},
+      {"b", {"model-00001-of-00002.safetensors", {0.0f, -1.0f, -2.0f, -3.0f}}},
+      {"c", {"model-00002-of-00002.safetensors", {10.0f, 11.0f, 12.0f}}}};
+  for (const auto& [name, expected] : want) {
+    PLM_FUZZ_EXPECT(w->contains(name), "tensor '", name, "' missing from an accepted index");
+    PLM_FUZZ_EXPECT(std::filesystem::path(w->file_of(name)).filename() == expected.first, "tensor '", name, "' read from ",
+                    w->file_of(name));
+    Tensor<cpu, float> t(name == "a" ? Shape{2, 3} : Shape{static_cast<index_t>(expected.second.size())});
+    w->read<float>(name, t.view());
+    for (index_t i = 0; i < t.numel(); ++i)
+      PLM_FUZZ_EXPECT(t.data()[i] == expected.second[static_cast<std::size_t>(i)], "tensor '", name, "' element ", i, " reads ",
+                      t.data()[i]);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
 // config.json
 
 // read_t5_config; a config it accepts must write and read back to itself.
@@ -785,6 +837,7 @@ inline const std::vector<Harness>& harnesses() {
       {"labelled", fuzz_labelled},
       {"checkpoint", fuzz_checkpoint},
       {"metrics", fuzz_metrics},
+      {"weights_index", fuzz_weights_index},
   };
   return all;
 }
