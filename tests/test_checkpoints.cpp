@@ -328,7 +328,7 @@ TEST_CASE("round trip: plm -> save -> transformers -> save -> plm gives the same
     }
   }
   for (const Kind& k : kinds) {
-    INFO(k.name);
+    INFO(std::string(k.name));
     const std::string saved = tmp.file(k.name);
     const std::string dir = fixture(std::string("roundtrip/") + k.name);
     const io::SafetensorsReader ref(dir + "/io.safetensors");

@@ -28,13 +28,13 @@ nn::T5Config tiny_config(index_t vocab) {
 }
 
 // A random model whose next-token distributions are peaked (LM head std 1, as
-// transformers initialises it, instead of plm's d_model^-0.5): beams then
+// transformers initialises it, instead of plm's 0.5 d_model^-1/2): beams then
 // finish at different lengths and strategies disagree, which the tests need.
 template <class T>
 Model<T> peaked_model(index_t vocab, std::uint64_t seed) {
   Model<T> m(tiny_config(vocab), seed);
   auto w = m.params().value("lm_head.weight");
-  ops<cpu>::scale(ConstView<cpu, T>(w), static_cast<T>(std::sqrt(static_cast<double>(m.config().d_model))), w);
+  ops<cpu>::scale(ConstView<cpu, T>(w), static_cast<T>(2.0 * std::sqrt(static_cast<double>(m.config().d_model))), w);
   return m;
 }
 

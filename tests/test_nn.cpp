@@ -7,6 +7,7 @@
 #include <set>
 
 #include "ops_test_support.hpp"
+#include "plm/core/type_tag.hpp"
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/cross_entropy.hpp"
 #include "plm/objectives/multitask.hpp"
@@ -563,9 +564,47 @@ TEST_CASE("T5Model in a caller's set: same initial weights as an owned model, he
   CHECK(shared.param_range().end == owned.params().size());
   CHECK(ps.size() == owned.params().size() + 1);
   CHECK(std::memcmp(ps.values().data(), owned.params().values().data(), sizeof(float) * owned.params().numel()) == 0);
-  // the untied LM head starts at std d_model^-0.5: logits O(1)
+  // the untied LM head starts at std 0.5 d_model^-1/2: logits of std ~0.5 (the first loss is tested below)
   const auto w = owned.params().value("lm_head.weight");
   double ss = 0;
   for (index_t i = 0; i < w.numel(); ++i) ss += double(w.data()[i]) * w.data()[i];
-  CHECK(std::sqrt(ss / double(w.numel())) == doctest::Approx(1.0 / std::sqrt(double(c.d_model))).epsilon(0.1));
+  const double ratio = std::sqrt(ss / double(w.numel())) / (0.5 / std::sqrt(double(c.d_model)));
+  INFO("head std / (0.5 d_model^-1/2) = ", ratio);
+  CHECK(std::abs(ratio - 1.0) < 0.1);
+}
+
+TEST_CASE("T5Model from a config starts near a uniform prediction: first loss within 10% of ln(vocab)") {
+  // Random targets over the whole vocabulary: a model that predicts uniformly
+  // scores ln(V); transformers' std-1 untied LM head would start several times higher.
+  const auto check = [](auto tag, nn::T5Config c, bool tied) {
+    using M = typename decltype(tag)::type;
+    c.tie_word_embeddings = tied;
+    c.scale_decoder_outputs.reset();
+    const M model(c, /*seed=*/11);
+    const index_t Bn = 4, S = 24, Tn = 20;
+    Tensor<cpu, std::int32_t> ids(Shape{Bn, S}), dec(Shape{Bn, Tn}), targets(Shape{Bn, Tn});
+    Philox rng(5, 0);
+    for (index_t i = 0; i < ids.numel(); ++i) ids.data()[i] = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(c.vocab_size)));
+    for (index_t i = 0; i < dec.numel(); ++i) dec.data()[i] = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(c.vocab_size)));
+    for (index_t i = 0; i < targets.numel(); ++i)
+      targets.data()[i] = static_cast<std::int32_t>(rng.below(static_cast<std::uint32_t>(c.vocab_size)));
+    Tensor<cpu, float> logits(Shape{Bn, Tn, c.vocab_size});
+    typename M::Cache cache;
+    model.forward(ids, {}, dec, logits, cache);
+    const double loss = objectives::CrossEntropy<cpu, float>(-100)(logits, targets).loss;
+    const double uniform = std::log(static_cast<double>(c.vocab_size));
+    INFO(c.feed_forward_proj, " vocab ", c.vocab_size, " d_model ", c.d_model, std::string(tied ? " tied" : " untied"), ": first loss ", loss,
+         ", ln(V) ", uniform);
+    CHECK(std::abs(loss - uniform) <= 0.1 * uniform);
+  };
+  for (const bool tied : {false, true}) {
+    nn::T5Config ankh3 = nn::T5Config::ankh3_small();  // vocab 256, gated-silu
+    check(type_tag<nn::Ankh3Model<cpu, float>>{}, ankh3, tied);
+    nn::T5Config ankh = nn::T5Config::ankh_base();  // vocab 144, gated-gelu, at a small size
+    ankh.d_model = 192, ankh.d_kv = 32, ankh.num_heads = 6, ankh.d_ff = 384, ankh.num_layers = 3, ankh.num_decoder_layers = 2;
+    check(type_tag<nn::AnkhModel<cpu, float>>{}, ankh, tied);
+    nn::T5Config wide = nn::T5Config::ankh_base();  // Ankh-base's width (768, 12 heads), two layers each side
+    wide.num_layers = 2, wide.num_decoder_layers = 2;
+    check(type_tag<nn::AnkhModel<cpu, float>>{}, wide, tied);
+  }
 }

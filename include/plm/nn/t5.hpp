@@ -419,16 +419,25 @@ class T5Model {
               "' but this model type is built for '", want, "'; use the matching alias (AnkhModel = gated-gelu, Ankh3Model = gated-silu)");
     range_.begin = ps.size();
     const double f = cfg_.initializer_factor;
-    shared_ = Embedding<B, T>(ps, "shared", cfg_.vocab_size, cfg_.d_model, f * 1.0);
+    const double d = static_cast<double>(cfg_.d_model);
+    // A model built from a config must start near a uniform prediction (first
+    // loss near ln(V)); a checkpoint's weights replace all of this on loading.
+    // - Untied: transformers draws the LM head with std 1, so the first logits
+    //   are O(sqrt(d_model)) and the first loss several times ln(V); std
+    //   d_model^-1/2 still leaves logits of std ~1 (+11-12% over ln(V)
+    //   measured). std 0.5 d_model^-1/2 gives logits of std ~0.5 (a loss
+    //   ~0.125 over ln(V)); much smaller (1/d_model) slowed [S2S] learning of
+    //   the default pre-training run by half.
+    // - Tied: the head is `shared` scaled by d_model^-1/2, and the decoder
+    //   output still carries its input token's embedding, so with std-1
+    //   embeddings that token's logit is ~sqrt(d_model) (first loss ~1.6x
+    //   ln(V)); embeddings of std d_model^-1/2 bring it to ~1.
+    const bool tied_head = cfg_.tie_word_embeddings && cfg_.num_decoder_layers > 0;
+    shared_ = Embedding<B, T>(ps, "shared", cfg_.vocab_size, cfg_.d_model, tied_head ? f / std::sqrt(d) : f * 1.0);
     encoder_ = Encoder(ps, "encoder", cfg_);
     if (cfg_.num_decoder_layers > 0) {
       decoder_ = Decoder(ps, "decoder", cfg_);
-      // transformers draws an untied LM head with std 1, which makes the first
-      // logits O(sqrt(d_model)) and the first loss several times ln(V);
-      // std d_model^-0.5 gives O(1) logits and a loss near ln(V) at step 0.
-      // (A checkpoint's weights replace this on loading.)
-      if (!cfg_.tie_word_embeddings)
-        lm_head_ = Linear<B, T>(ps, "lm_head", cfg_.d_model, cfg_.vocab_size, f / std::sqrt(static_cast<double>(cfg_.d_model)));
+      if (!cfg_.tie_word_embeddings) lm_head_ = Linear<B, T>(ps, "lm_head", cfg_.d_model, cfg_.vocab_size, 0.5 * f / std::sqrt(d));
     }
     range_.end = ps.size();
   }
