@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -313,4 +314,28 @@ TEST_CASE("save_tokenizer: plm's vocabulary and copied Hugging Face files read b
     }
     CHECK(Tokenizer::from_directory(d).encode("MKVL", InputStyle::words).ids == hf.encode("MKVL", InputStyle::words).ids);
   }
+}
+
+// Run only by the ctest entry ankh3_embed_matches_transformers
+// (tests/embed_matches_transformers.sh), which writes the file first.
+TEST_CASE("ankh3_embed output equals transformers' embeddings" * doctest::skip()) {
+  const char* path = std::getenv("PLM_EMBED_OUTPUT");
+  REQUIRE_MESSAGE(path != nullptr, "set PLM_EMBED_OUTPUT to the file ankh3_embed wrote");
+  const io::SafetensorsReader got(path), ref(tokenizer_fixture("embed_expected.safetensors"));
+  CHECK(nlohmann::json::parse(got.metadata().at("ids")) == nlohmann::json::parse(ref.metadata().at("ids")));
+  const auto a = got.load<float>("mean"), b = ref.load<float>("mean");
+  REQUIRE(a.shape() == b.shape());
+  double worst = 0;
+  const index_t C = b.dim(1);
+  for (index_t i = 0; i < b.dim(0); ++i) {
+    double diff = 0, norm = 0;
+    for (index_t c = 0; c < C; ++c) {
+      const double x = a.data()[i * C + c], y = b.data()[i * C + c];
+      diff += (x - y) * (x - y);
+      norm += y * y;
+    }
+    worst = std::max(worst, std::sqrt(diff / norm));
+  }
+  MESSAGE("ankh3_embed against transformers: worst relative difference ", worst);
+  CHECK(worst <= 1e-5);
 }
