@@ -199,6 +199,13 @@ TEST_CASE("weights: sharded model.safetensors.index.json in bf16 loads like its 
   broken([&](nlohmann::json& m) { m["extra.weight"] = "model-00001-of-00003.safetensors"; }, "'extra.weight'", "does not hold it");
   broken([&](nlohmann::json& m) { m[first] = "../elsewhere.safetensors"; }, "not a plain file name");
   broken([&](nlohmann::json& m) { m[first] = 7; }, "must be a string");
+  // an index that drops every tensor of one shard would load a partial model
+  broken(
+      [&](nlohmann::json& m) {
+        for (auto it = m.begin(); it != m.end();) it = it.value() == "model-00002-of-00003.safetensors" ? m.erase(it) : std::next(it);
+      },
+      "numbered \"of 00003\" but the index names 2", "not listed: 2");
+  broken([&](nlohmann::json& m) { m[first] = "model-00004-of-00003.safetensors"; }, "is numbered 4 of 3");
   write_json(index, {{"metadata", {}}});
   check_error([&] { io::ModelWeights x(sharded); }, index, "\"weight_map\"");
   fs::remove(sharded + "/model-00003-of-00003.safetensors");

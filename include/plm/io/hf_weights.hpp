@@ -123,6 +123,7 @@ class ModelWeights {
       if (std::find(order.begin(), order.end(), s) == order.end()) order.push_back(s);
       shard_of.emplace(name, s);
     }
+    check_shard_numbering(index_path, order);
     const fs::path dir = fs::path(index_path).parent_path();
     for (const std::string& s : order) add_shard((dir / s).string());
     // The index and the shards must agree tensor by tensor.
@@ -135,6 +136,46 @@ class ModelWeights {
     for (const TensorInfo& t : all_)
       PLM_CHECK(shard_of.count(t.name), "weights index: ", index_path, ": shard ", file_of(t.name), " holds tensor '", t.name,
                 "', which the index does not list (a shard of another checkpoint?)");
+  }
+
+  // Shards named as save_pretrained names them, <stem>-<k>-of-<n>.safetensors,
+  // say how many there are: an index that names only some of them (a truncated
+  // or hand-edited index) would load a partial model, so every k in 1..n must
+  // be listed. Names of other forms are taken as they are.
+  static void check_shard_numbering(const std::string& index_path, const std::vector<std::string>& shards) {
+    std::map<std::pair<std::string, std::string>, std::vector<std::string>> groups;  // (stem, n) -> k, as written
+    std::map<std::pair<std::string, std::string>, unsigned long> count;
+    const std::string ext = ".safetensors";
+    const auto digits = [](const std::string& t) {
+      return !t.empty() && t.size() <= 9 && std::all_of(t.begin(), t.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
+    for (const std::string& s : shards) {
+      if (s.size() <= ext.size() || s.compare(s.size() - ext.size(), ext.size(), ext) != 0) continue;
+      const std::string base = s.substr(0, s.size() - ext.size());
+      const std::size_t of = base.rfind("-of-");
+      if (of == std::string::npos) continue;
+      const std::string n = base.substr(of + 4);
+      const std::size_t dash = base.rfind('-', of == 0 ? 0 : of - 1);
+      if (dash == std::string::npos || dash >= of) continue;
+      const std::string k = base.substr(dash + 1, of - dash - 1);
+      if (!digits(n) || !digits(k)) continue;
+      const unsigned long kn = std::stoul(k), nn = std::stoul(n);
+      PLM_CHECK(kn >= 1 && kn <= nn, "weights index: ", index_path, ": shard ", s, " is numbered ", kn, " of ", nn);
+      const auto key = std::make_pair(base.substr(0, dash), n);
+      groups[key].push_back(k);
+      count[key] = nn;
+    }
+    for (const auto& [key, ks] : groups) {
+      const unsigned long n = count.at(key);
+      if (ks.size() == n) continue;
+      std::string missing;
+      std::vector<unsigned long> have;
+      for (const std::string& k : ks) have.push_back(std::stoul(k));
+      for (unsigned long k = 1; k <= n && missing.size() < 200; ++k)
+        if (std::find(have.begin(), have.end(), k) == have.end()) missing += (missing.empty() ? "" : ", ") + std::to_string(k);
+      PLM_FAIL("weights index: ", index_path, ": the shards are numbered \"of ", key.second, "\" but the index names ", ks.size(),
+               " of them (not listed: ", missing, "); the index is incomplete or from another checkpoint");
+    }
   }
 
   static std::string conversion_hint(const std::string& dir) {
