@@ -983,6 +983,7 @@ inline void masked_softmax(Ref& r, const SoftmaxVariant& v) {
 inline void copy(ConstView<cpu, double> x, TensorView<cpu, double> y) { std::copy(x.data(), x.data() + x.numel(), y.data()); }
 
 inline double gelu(double v) { return 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))); }
+inline double gelu_erf(double v) { return 0.5 * v * (1 + std::erf(v / std::sqrt(2.0))); }
 inline double silu(double v) { return v / (1 + std::exp(-v)); }
 inline double relu(double v) { return v > 0 ? v : 0; }
 
@@ -1324,6 +1325,42 @@ std::vector<OpCase<Bs...>> op_table() {
               for (index_t d = 0; d < 4; ++d) r.out("out").at(a, c, b, d) = r.in("x").at(a, b, c, d);
       })
       .error({reshape("out", Shape{2, 3, 5, 4})}, {"transpose12: out (2, 3, 5, 4) should be (2, 5, 3, 4)"});
+  add("scale_rows", "x (..., C) * factor (rows)")
+      .in("x", es)
+      .grad("x")
+      .in("factor", Shape{es.rows()}, with(uniform(), {{2, 0.0}}))
+      .out("out", es)
+      .alias("out", "x")
+      .tolerance(0, 0)
+      .exact()
+      .forward([](auto& io, auto O) { O.scale_rows(io.in("x"), io.in("factor"), io.out("out")); })
+      .backward([](auto& io, auto O) { O.scale_rows(io.dout("out"), io.in("factor"), io.grad("x")); })
+      .reference([=](Ref& r) {
+        const index_t C = es[-1];
+        for (index_t i = 0; i < r.in("x").numel(); ++i) r.out("out").data()[i] = r.in("x").data()[i] * r.in("factor").data()[i / C];
+      })
+      .error({reshape("factor", Shape{es.rows() + 1})}, {"scale_rows: factor has shape"});
+  add("rotary", "(B, H, T, D) pairs (i, i + D/2) turned by position")
+      .in("x", Shape{2, 3, 5, 8})
+      .grad("x")
+      .in("cos", Shape{5, 4})
+      .in("sin", Shape{5, 4})
+      .out("y", Shape{2, 3, 5, 8})
+      .alias("y", "x")
+      .forward([](auto& io, auto O) { O.rotary(io.in("x"), io.in("cos"), io.in("sin"), io.out("y")); })
+      .backward([](auto& io, auto O) { O.rotary(io.dout("y"), io.in("cos"), io.in("sin"), io.grad("x"), true); })
+      .reference([](Ref& r) {
+        for (index_t q = 0; q < 2 * 3 * 5; ++q)
+          for (index_t i = 0; i < 4; ++i) {
+            const index_t t = q % 5;
+            const double x1 = r.in("x").data()[q * 8 + i], x2 = r.in("x").data()[q * 8 + i + 4];
+            const double c = r.in("cos").at(t, i), sn = r.in("sin").at(t, i);
+            r.out("y").data()[q * 8 + i] = x1 * c - x2 * sn;
+            r.out("y").data()[q * 8 + i + 4] = x2 * c + x1 * sn;
+          }
+      })
+      .error({reshape("cos", Shape{4, 4})}, {"rotary: cos (4, 4) must be (5, 4) for x (2, 3, 5, 8)"})
+      .error({reshape("y", Shape{2, 3, 5, 7})}, {"rotary:", "(2, 3, 5, 7)"});
   add("copy", "compute type")
       .in("x", es)
       .grad("x")
@@ -1533,7 +1570,8 @@ std::vector<OpCase<Bs...>> op_table() {
     const char* name;
     double (*f)(double);
   };
-  for (const Activation& act : {Activation{"gelu", ref::gelu}, Activation{"silu", ref::silu}, Activation{"relu", ref::relu}}) {
+  for (const Activation& act :
+       {Activation{"gelu", ref::gelu}, Activation{"gelu_erf", ref::gelu_erf}, Activation{"silu", ref::silu}, Activation{"relu", ref::relu}}) {
     const std::string name = act.name;
     auto f = act.f;
     const bool relu = name == "relu";
@@ -1550,6 +1588,8 @@ std::vector<OpCase<Bs...>> op_table() {
                     .forward([name](auto& io, auto O) {
                       if (name == "gelu")
                         O.gelu(io.in("x"), io.out("y"));
+                      else if (name == "gelu_erf")
+                        O.gelu_erf(io.in("x"), io.out("y"));
                       else if (name == "silu")
                         O.silu(io.in("x"), io.out("y"));
                       else
@@ -1558,6 +1598,8 @@ std::vector<OpCase<Bs...>> op_table() {
                     .backward([name](auto& io, auto O) {
                       if (name == "gelu")
                         O.gelu_backward(io.in("x"), io.dout("y"), io.grad("x"));
+                      else if (name == "gelu_erf")
+                        O.gelu_erf_backward(io.in("x"), io.dout("y"), io.grad("x"));
                       else if (name == "silu")
                         O.silu_backward(io.in("x"), io.dout("y"), io.grad("x"));
                       else

@@ -64,6 +64,23 @@ inline void check_row_broadcast(const char* op, const Shape& x, const Shape& row
   check_same_shape(op, "x", x, "out", out);
 }
 
+// scale_rows: x (..., C), factor (rows of x), out like x.
+inline void check_scale_rows(const Shape& x, const Shape& factor, const Shape& out) {
+  check_rank_at_least("scale_rows", "x", x, 1);
+  check_vector("scale_rows", "factor", factor, x.rows());
+  check_same_shape("scale_rows", "x", x, "out", out);
+}
+
+// rotary: x (..., T, D) with D even, cos and sin (T, D/2), y like x.
+inline void check_rotary(const Shape& x, const Shape& cos, const Shape& sin, const Shape& y) {
+  check_rank_at_least("rotary", "x", x, 2);
+  PLM_CHECK(x[-1] % 2 == 0, "rotary: x ", x, " needs an even last dimension (the rotated pairs)");
+  PLM_CHECK(cos.rank() == 2 && cos[0] == x[-2] && cos[1] == x[-1] / 2, "rotary: cos ", cos, " must be (", x[-2], ", ",
+            x[-1] / 2, ") for x ", x);
+  check_same_shape("rotary", "cos", cos, "sin", sin);
+  check_same_shape("rotary", "x", x, "y", y);
+}
+
 inline void check_sum_rows(const Shape& x, const Shape& out) {
   check_rank_at_least("sum_rows", "x", x, 1);
   check_vector("sum_rows", "out", out, x[-1]);

@@ -1,7 +1,10 @@
 #pragma once
 // Activations and their backward: gelu (tanh approximation, HF "gelu_new"),
-// silu, relu. Eigen's vectorized tanh / exp do the transcendental work.
+// gelu_erf (exact, HF "gelu"), silu, relu. Eigen's vectorized tanh / exp do the
+// transcendental work; erf is scalar std::erf.
 // Outputs may alias inputs.
+#include <cmath>
+
 #include "plm/backend/cpu/common.hpp"
 
 namespace plm::detail {
@@ -51,6 +54,26 @@ struct cpu_activation {
     unary_backward<T>("gelu_backward", x, dy, dx, [](const auto& a) {
       const auto t = (gelu_k0<T> * (a + gelu_k1<T> * a.cube())).tanh().eval();
       return (T(0.5) * (T(1) + t) + T(0.5) * a * (T(1) - t.square()) * gelu_k0<T> * (T(1) + T(3) * gelu_k1<T> * a.square())).eval();
+    });
+  }
+
+  // The exact GELU (Hugging Face "gelu", ESM, BERT): y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2))
+  template <class T> static constexpr T inv_sqrt2 = T(0.7071067811865476);
+  template <class T> static constexpr T inv_sqrt_2pi = T(0.3989422804014327);
+  template <class T>
+  static void gelu_erf(CView<T> x, View<T> y) {
+    unary<T>("gelu_erf", x, y, [](const auto& a) {
+      return a.unaryExpr([](T v) { return T(0.5) * v * (T(1) + std::erf(v * inv_sqrt2<T>)); }).eval();
+    });
+  }
+  // d/dx = Phi(x) + x phi(x)
+  template <class T>
+  static void gelu_erf_backward(CView<T> x, CView<T> dy, View<T> dx) {
+    unary_backward<T>("gelu_erf_backward", x, dy, dx, [](const auto& a) {
+      return a.unaryExpr([](T v) {
+               return T(0.5) * (T(1) + std::erf(v * inv_sqrt2<T>)) + v * inv_sqrt_2pi<T> * std::exp(T(-0.5) * v * v);
+             })
+          .eval();
     });
   }
 

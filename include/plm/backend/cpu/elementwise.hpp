@@ -104,6 +104,50 @@ struct cpu_elementwise {
   template <class T> static void add_row(CView<T> x, CView<T> row, View<T> out) { row_broadcast<T>("add_row", x, row, out, [](T a, T b) { return a + b; }); }
   template <class T> static void mul_row(CView<T> x, CView<T> row, View<T> out) { row_broadcast<T>("mul_row", x, row, out, [](T a, T b) { return a * b; }); }
 
+  // out[r, :] = x[r, :] * factor[r] for x (..., C) seen as rows: a per-row
+  // scale (ESM's token dropout); it is its own backward.
+  template <class T>
+  static void scale_rows(CView<T> x, CView<T> factor, View<T> out) {
+    require_compute_type<T>("scale_rows");
+    check_scale_rows(x.shape(), factor.shape(), out.shape());
+    const index_t rows = x.shape().rows(), cols = x.dim(-1);
+    const T *px = x.data(), *pf = factor.data();
+    T* po = out.data();
+    parallel_for(rows, cols, [&](index_t s, index_t e) {
+      for (index_t r = s; r < e; ++r)
+        for (index_t c = 0; c < cols; ++c) po[r * cols + c] = px[r * cols + c] * pf[r];
+    });
+  }
+
+  // Rotary position embedding (RoFormer, as ESM-2 and Hugging Face apply it):
+  // x (..., T, D) holds pairs (i, i + D/2) that turn by the angle of position t,
+  //   y[i]       = x[i] cos[t, i] - x[i + D/2] sin[t, i]
+  //   y[i + D/2] = x[i + D/2] cos[t, i] + x[i] sin[t, i]
+  // inverse turns back (sin negated): the rotation is orthogonal, so that is
+  // also the backward. y may alias x.
+  template <class T>
+  static void rotary(CView<T> x, CView<T> cos, CView<T> sin, View<T> y, bool inverse = false) {
+    require_compute_type<T>("rotary");
+    check_rotary(x.shape(), cos.shape(), sin.shape(), y.shape());
+    const index_t D = x.dim(-1), half = D / 2, Tn = x.dim(-2), rows = x.shape().rows();
+    const T *px = x.data(), *pc = cos.data(), *ps = sin.data();
+    T* py = y.data();
+    const T sign = inverse ? T(-1) : T(1);
+    parallel_for(rows, D, [&](index_t s, index_t e) {
+      for (index_t r = s; r < e; ++r) {
+        const T* c = pc + (r % Tn) * half;
+        const T* sn = ps + (r % Tn) * half;
+        const T* a = px + r * D;
+        T* o = py + r * D;
+        for (index_t i = 0; i < half; ++i) {
+          const T x1 = a[i], x2 = a[i + half], si = sign * sn[i];
+          o[i] = x1 * c[i] - x2 * si;
+          o[i + half] = x2 * c[i] + x1 * si;
+        }
+      }
+    });
+  }
+
   // out (C) = beta * out + sum over rows of x (..., C). The gradient of add_row.
   template <class T>
   static void sum_rows(CView<T> x, View<T> out, T beta = T(0)) {

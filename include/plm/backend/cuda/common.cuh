@@ -97,6 +97,8 @@ __device__ inline float dexp(float x) { return expf(x); }
 __device__ inline double dexp(double x) { return exp(x); }
 __device__ inline float dtanh(float x) { return tanhf(x); }
 __device__ inline double dtanh(double x) { return tanh(x); }
+__device__ inline float derf(float x) { return erff(x); }
+__device__ inline double derf(double x) { return erf(x); }
 __device__ inline float dsqrt(float x) { return sqrtf(x); }
 __device__ inline double dsqrt(double x) { return sqrt(x); }
 

@@ -52,7 +52,7 @@ template <class T> void axpy(T alpha, const T* x, T* y, index_t n) {
 }
 
 template <class T> __global__ void row_kernel(RowOp op, const T* x, const T* row, T* o, index_t n, index_t cols) {
-  PLM_GRID_STRIDE(i, n) o[i] = op == RowOp::add ? x[i] + row[i % cols] : x[i] * row[i % cols];
+  PLM_GRID_STRIDE(i, n) o[i] = op == RowOp::add ? x[i] + row[i % cols] : op == RowOp::mul ? x[i] * row[i % cols] : x[i] * row[i / cols];
 }
 template <class T> void row_broadcast(RowOp op, const T* x, const T* row, T* out, index_t rows, index_t cols) {
   const index_t n = rows * cols;
@@ -83,10 +83,26 @@ template <class T> void transpose12(const T* x, T* out, index_t A, index_t B, in
   check_launch("transpose12");
 }
 
-// Activations, as ops<cpu>: gelu is the tanh approximation.
+template <class T> __global__ void rotary_kernel(const T* x, const T* cs, const T* sn, T* y, index_t rows, index_t Tn, index_t D, T sign) {
+  const index_t half = D / 2;
+  PLM_GRID_STRIDE(k, rows * half) {
+    const index_t r = k / half, i = k % half, t = r % Tn;
+    const T x1 = x[r * D + i], x2 = x[r * D + i + half], c = cs[t * half + i], s = sign * sn[t * half + i];
+    y[r * D + i] = x1 * c - x2 * s;
+    y[r * D + i + half] = x2 * c + x1 * s;
+  }
+}
+template <class T> void rotary(const T* x, const T* cos, const T* sin, T* y, index_t rows, index_t Tn, index_t D, bool inverse) {
+  if (rows * D == 0) return;
+  rotary_kernel<<<blocks_for(rows * (D / 2)), threads_per_block, 0, stream()>>>(x, cos, sin, y, rows, Tn, D, inverse ? T(-1) : T(1));
+  check_launch("rotary");
+}
+
+// Activations, as ops<cpu>: gelu is the tanh approximation, gelu_erf the exact one.
 template <class T> __device__ inline T act_forward(Act a, T x) {
   if (a == Act::relu) return x > T(0) ? x : T(0);
   if (a == Act::silu) return x / (T(1) + dexp(-x));
+  if (a == Act::gelu_erf) return T(0.5) * x * (T(1) + derf(x * T(0.7071067811865476)));
   const T k0 = T(0.7978845608028654), k1 = T(0.044715);
   return T(0.5) * x * (T(1) + dtanh(k0 * (x + k1 * x * x * x)));
 }
@@ -96,6 +112,7 @@ template <class T> __device__ inline T act_derivative(Act a, T x) {
     const T s = T(1) / (T(1) + dexp(-x));
     return s * (T(1) + x * (T(1) - s));
   }
+  if (a == Act::gelu_erf) return T(0.5) * (T(1) + derf(x * T(0.7071067811865476))) + x * T(0.3989422804014327) * dexp(T(-0.5) * x * x);
   const T k0 = T(0.7978845608028654), k1 = T(0.044715);
   const T t = dtanh(k0 * (x + k1 * x * x * x));
   return T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * k0 * (T(1) + T(3) * k1 * x * x);

@@ -18,8 +18,8 @@ struct CrossEntropySums;
 namespace plm::detail::cu {
 
 enum class Binary { add, sub, mul };
-enum class RowOp { add, mul };
-enum class Act { gelu, silu, relu };
+enum class RowOp { add, mul, scale };  // scale: out[r, c] = x[r, c] * row[r]
+enum class Act { gelu, gelu_erf, silu, relu };
 enum class Reduce { sum, sum_squares, finite };
 
 template <class T> void fill(T* x, index_t n, T value);
@@ -30,6 +30,8 @@ template <class T> void axpy(T alpha, const T* x, T* y, index_t n);
 template <class T> void row_broadcast(RowOp op, const T* x, const T* row, T* out, index_t rows, index_t cols);
 template <class T> void sum_rows(const T* x, T* out, index_t rows, index_t cols, T beta);
 template <class T> void transpose12(const T* x, T* out, index_t A, index_t B, index_t C, index_t D);
+// x, y (rows, D) with row r at position r % Tn; cos, sin (Tn, D/2).
+template <class T> void rotary(const T* x, const T* cos, const T* sin, T* y, index_t rows, index_t Tn, index_t D, bool inverse);
 
 template <class T>
 void gemm(bool trans_a, bool trans_b, index_t m, index_t n, index_t k, T alpha, const T* a, index_t lda, index_t stride_a,

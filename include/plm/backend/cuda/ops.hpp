@@ -68,6 +68,18 @@ struct ops<cuda> : detail::matmul_op<cuda> {
     detail::cu::sum_rows<T>(x.data(), out.data(), x.shape().rows(), x.dim(-1), beta);
   }
   template <class T>
+  static void scale_rows(CView<T> x, CView<T> factor, View<T> out) {
+    detail::require_compute_type<T>("scale_rows");
+    detail::check_scale_rows(x.shape(), factor.shape(), out.shape());
+    detail::cu::row_broadcast<T>(detail::cu::RowOp::scale, x.data(), factor.data(), out.data(), x.shape().rows(), x.dim(-1));
+  }
+  template <class T>
+  static void rotary(CView<T> x, CView<T> cos, CView<T> sin, View<T> y, bool inverse = false) {
+    detail::require_compute_type<T>("rotary");
+    detail::check_rotary(x.shape(), cos.shape(), sin.shape(), y.shape());
+    detail::cu::rotary<T>(x.data(), cos.data(), sin.data(), y.data(), x.shape().rows(), x.dim(-2), x.dim(-1), inverse);
+  }
+  template <class T>
   static void transpose12(CView<T> x, View<T> out) {
     detail::check_transpose12(x.shape(), out.shape(), x.data() == out.data());
     if (x.numel() > 0) detail::cu::transpose12<T>(x.data(), out.data(), x.dim(0), x.dim(1), x.dim(2), x.dim(3));
@@ -138,9 +150,11 @@ struct ops<cuda> : detail::matmul_op<cuda> {
 
   // ---- activations -----------------------------------------------------------
   template <class T> static void gelu(CView<T> x, View<T> y) { act("gelu", detail::cu::Act::gelu, x, y); }
+  template <class T> static void gelu_erf(CView<T> x, View<T> y) { act("gelu_erf", detail::cu::Act::gelu_erf, x, y); }
   template <class T> static void silu(CView<T> x, View<T> y) { act("silu", detail::cu::Act::silu, x, y); }
   template <class T> static void relu(CView<T> x, View<T> y) { act("relu", detail::cu::Act::relu, x, y); }
   template <class T> static void gelu_backward(CView<T> x, CView<T> dy, View<T> dx) { act_bw("gelu_backward", detail::cu::Act::gelu, x, dy, dx); }
+  template <class T> static void gelu_erf_backward(CView<T> x, CView<T> dy, View<T> dx) { act_bw("gelu_erf_backward", detail::cu::Act::gelu_erf, x, dy, dx); }
   template <class T> static void silu_backward(CView<T> x, CView<T> dy, View<T> dx) { act_bw("silu_backward", detail::cu::Act::silu, x, dy, dx); }
   template <class T> static void relu_backward(CView<T> x, CView<T> dy, View<T> dx) { act_bw("relu_backward", detail::cu::Act::relu, x, dy, dx); }
 

@@ -38,6 +38,7 @@ template void convert<bf16, double>(const bf16*, double*, index_t);
   template void row_broadcast<T>(RowOp, const T*, const T*, T*, index_t, index_t);                                           \
   template void sum_rows<T>(const T*, T*, index_t, index_t, T);                                                              \
   template void transpose12<T>(const T*, T*, index_t, index_t, index_t, index_t);                                            \
+  template void rotary<T>(const T*, const T*, const T*, T*, index_t, index_t, index_t, bool);                                \
   template void gemm<T>(bool, bool, index_t, index_t, index_t, T, const T*, index_t, index_t, const T*, index_t, index_t, T, \
                         T*, index_t, index_t, index_t);                                                                      \
   template void masked_softmax<T>(const T*, T*, index_t, index_t, index_t, index_t, const T*, bool, const std::uint8_t*,    \
