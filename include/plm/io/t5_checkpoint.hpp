@@ -10,6 +10,7 @@
 // mis-shaped tensors, so a wrong file never half-loads silently.
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -32,61 +33,82 @@ inline std::string list_names(const std::vector<std::string>& names, std::size_t
 }
 }  // namespace detail
 
-// Reads every parameter of `params` from a safetensors file or a model
-// directory (model.safetensors, or a sharded model.safetensors.index.json; see
-// ModelWeights), converting dtypes as needed. Tensors of the file
-// whose names start with one of `skip_prefixes` are ignored instead of being
-// reported as extra (e.g. "decoder." and "lm_head." to take the encoder of a
-// full checkpoint).
-//
-// `range` limits the load to some of the set's parameters (a model's
-// param_range() when it shares its set with heads that the file does not hold).
+// How a family's parameter names appear in files: the names a file may store
+// a parameter under (its own name first; transformers renames some on saving),
+// and file tensors that are not parameters (buffers such as ESM's rotary
+// inv_freq) and may stay unread.
+struct WeightNames {
+  std::function<std::vector<std::string>(const std::string&)> candidates = [](const std::string& n) {
+    return std::vector<std::string>{n};
+  };
+  std::function<bool(const std::string&)> ignored = [](const std::string&) { return false; };
+};
+
+// Reads every parameter of `range` (a model's param_range() when it shares its
+// set with heads that the file does not hold) from a safetensors file or a
+// model directory (model.safetensors, or a sharded model.safetensors.index.json;
+// see ModelWeights), converting dtypes as needed. A parameter missing from the
+// file, or a file tensor that is neither a candidate name of a parameter in the
+// range nor ignored, is refused with every such name listed.
 template <class B, class T>
-void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file, const std::vector<std::string>& skip_prefixes,
-                     nn::ParamRange range) {
+void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file, const WeightNames& names, nn::ParamRange range) {
   PLM_CHECK(range.begin >= 0 && range.begin <= range.end && range.end <= params.size(), "load_parameters: parameter range [",
             range.begin, ", ", range.end, ") outside the set of ", params.size());
   const ModelWeights file(dir_or_file);
   const std::string& path = file.path();
-  static const char* const embed_aliases[] = {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
-  std::vector<std::string> missing;
-  std::set<std::string> used;
-  auto source_of = [&](const std::string& name) -> std::string {
-    if (file.contains(name)) return name;
-    if (name == "shared.weight")
-      for (const char* a : embed_aliases)
-        if (file.contains(a)) return a;
-    return {};
-  };
-  auto in_range = [&](const std::string& name) { return range.contains(params.find(name)); };
+  std::vector<std::string> missing, sources(static_cast<std::size_t>(range.size()));
+  std::set<std::string> known;  // every candidate name of a parameter in the range
   for (index_t i = range.begin; i < range.end; ++i) {
     const auto& e = params.entry(i);
-    const std::string src = source_of(e.name);
+    std::string& src = sources[static_cast<std::size_t>(i - range.begin)];
+    for (const std::string& c : names.candidates(e.name)) {
+      known.insert(c);
+      if (src.empty() && file.contains(c)) src = c;
+    }
     if (src.empty()) missing.push_back(e.name);
-    else used.insert(src);
   }
   PLM_CHECK(missing.empty(), "load_parameters: ", path, " lacks ", missing.size(), " tensor(s) the model needs: ",
             detail::list_names(missing));
   std::vector<std::string> extra;
-  for (const auto& info : file.tensors()) {
-    const bool alias = info.name == embed_aliases[0] || info.name == embed_aliases[1];
-    bool skipped = false;
-    for (const auto& p : skip_prefixes) skipped = skipped || info.name.rfind(p, 0) == 0;
-    if (!used.count(info.name) && !skipped && !(alias && in_range("shared.weight"))) extra.push_back(info.name);
-  }
+  for (const auto& info : file.tensors())
+    if (!known.count(info.name) && !names.ignored(info.name)) extra.push_back(info.name);
   PLM_CHECK(extra.empty(), "load_parameters: ", path, " has ", extra.size(), " tensor(s) this model does not have: ",
             detail::list_names(extra), " (a different architecture or config?)");
   Tensor<cpu, T> host;
   for (index_t i = range.begin; i < range.end; ++i) {
-    const auto& e = params.entry(i);
+    const std::string& src = sources[static_cast<std::size_t>(i - range.begin)];
     if constexpr (std::is_same_v<B, cpu>) {
-      file.read<T>(source_of(e.name), params.value(i));
+      file.read<T>(src, params.value(i));
     } else {
-      host.resize(e.shape);
-      file.read<T>(source_of(e.name), host.view());
+      host.resize(params.entry(i).shape);
+      file.read<T>(src, host.view());
       upload(host.data(), params.value(i));
     }
   }
+}
+
+// T5's names: `shared.weight` may be stored as `encoder.embed_tokens.weight` /
+// `decoder.embed_tokens.weight`; file tensors whose names start with one of
+// `skip_prefixes` are ignored (e.g. "decoder." and "lm_head." to take the
+// encoder of a full checkpoint).
+inline WeightNames t5_weight_names(std::vector<std::string> skip_prefixes = {}) {
+  WeightNames w;
+  w.candidates = [](const std::string& n) {
+    if (n == "shared.weight") return std::vector<std::string>{n, "encoder.embed_tokens.weight", "decoder.embed_tokens.weight"};
+    return std::vector<std::string>{n};
+  };
+  w.ignored = [skip = std::move(skip_prefixes)](const std::string& n) {
+    for (const auto& p : skip)
+      if (n.rfind(p, 0) == 0) return true;
+    return false;
+  };
+  return w;
+}
+
+template <class B, class T>
+void load_parameters(nn::ParameterSet<B, T>& params, const std::string& dir_or_file, const std::vector<std::string>& skip_prefixes,
+                     nn::ParamRange range) {
+  load_parameters(params, dir_or_file, t5_weight_names(skip_prefixes), range);
 }
 
 template <class B, class T>

@@ -2,12 +2,17 @@
 // Multi-head attention, T5 style: q, k, v, o projections without bias, no
 // 1/sqrt(d) scaling by default (T5 folds it into the initialisation), an
 // additive bias (relative positions) and masks applied by the masked softmax.
+// The shape also selects the BERT / ESM variant: projections with biases,
+// scale 1/sqrt(d_head), rotary positions on q and k (ESM-2), other names.
 //
 // Self-attention: forward(x, x, ...). Cross-attention: forward(x_dec, enc_out, ...).
 // The attention probabilities stay in the cache, so a caller can read them
 // (attention-space losses) and hand an extra gradient on them to backward().
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "plm/backend/ops.hpp"
 #include "plm/backend/softmax_mask.hpp"
@@ -24,6 +29,13 @@ struct AttentionShape {
   bool output_projection = true;
   // > 0: every projection drawn from N(0, init_std^2) instead of T5's initialisation
   double init_std = 0;
+  bool bias = false;  // projections with biases (BERT, ESM)
+  // > 0: rotary position embedding with this base (ESM-2: 10000) turns q and k
+  // by position before the scores; positions count from 0 in every sequence.
+  double rotary_base = 0;
+  // The projections' names under the layer's name: T5's q, k, v, o, or
+  // ESM / BERT's self.query, self.key, self.value, output.dense.
+  std::string q_name = "q", k_name = "k", v_name = "v", o_name = "o";
   index_t inner() const { return heads * d_head; }
 };
 
@@ -37,6 +49,8 @@ class Attention {
     Tensor<B, T> probs_dropped;        // (B, H, Tq, Tk), when attention dropout is on
     Tensor<B, T> ctx_h;                // (B, H, Tq, D)
     Tensor<B, T> ctx;                  // (B, Tq, H*D)
+    Tensor<B, T> cos, sin;             // (rows, D/2): the rotary table for rotary_len positions
+    index_t rotary_len = 0;
     DropoutKey key;
     // backward workspaces
     Tensor<B, T> d_ctx, d_ctx_h, d_probs, d_q, d_k, d_v, d_lin;
@@ -48,11 +62,14 @@ class Attention {
       : s_(s), dropout_{dropout} {
     const double dm = static_cast<double>(s.d_model), inner = static_cast<double>(s.inner());
     const auto std_or = [&](double t5) { return s.init_std > 0 ? s.init_std : t5; };
-    q_ = Linear<B, T>(ps, name + ".q", s.d_model, s.inner(), std_or(factor / std::sqrt(dm * static_cast<double>(s.d_head))));
-    k_ = Linear<B, T>(ps, name + ".k", s.d_model, s.inner(), std_or(factor / std::sqrt(dm)));
-    v_ = Linear<B, T>(ps, name + ".v", s.d_model, s.inner(), std_or(factor / std::sqrt(dm)));
+    PLM_CHECK(s.rotary_base >= 0 && (s.rotary_base == 0 || s.d_head % 2 == 0), "Attention ", name,
+              ": rotary positions need an even d_head (got ", s.d_head, ") and a positive base (got ", s.rotary_base, ")");
+    const auto at = [&](const std::string& n) { return name + "." + n; };
+    q_ = Linear<B, T>(ps, at(s.q_name), s.d_model, s.inner(), std_or(factor / std::sqrt(dm * static_cast<double>(s.d_head))), s.bias);
+    k_ = Linear<B, T>(ps, at(s.k_name), s.d_model, s.inner(), std_or(factor / std::sqrt(dm)), s.bias);
+    v_ = Linear<B, T>(ps, at(s.v_name), s.d_model, s.inner(), std_or(factor / std::sqrt(dm)), s.bias);
     if (s.output_projection)
-      o_ = Linear<B, T>(ps, name + ".o", s.inner(), s.d_model, std_or(factor / std::sqrt(inner)));
+      o_ = Linear<B, T>(ps, at(s.o_name), s.inner(), s.d_model, std_or(factor / std::sqrt(inner)), s.bias);
     else
       PLM_CHECK(s.inner() == s.d_model, "Attention ", name, ": without an output projection heads * d_head (", s.inner(),
                 ") must equal d_model (", s.d_model, ")");
@@ -80,6 +97,11 @@ class Attention {
     split_heads(c.q_lin, c.q, Tq);
     split_heads(c.k_lin, c.k, Tk);
     split_heads(c.v_lin, c.v, Tk);
+    if (s_.rotary_base > 0) {  // q and k turned in place; the scores use the turned ones
+      rotary_table(std::max(Tq, Tk), c);
+      ops<B>::rotary(c.q.cview(), rotary_rows(c.cos, Tq), rotary_rows(c.sin, Tq), c.q.view());
+      ops<B>::rotary(c.k.cview(), rotary_rows(c.cos, Tk), rotary_rows(c.sin, Tk), c.k.view());
+    }
     c.probs.resize(Shape{Bn, H, Tq, Tk});
     ops<B>::matmul(c.q.cview(), false, c.k.cview(), true, c.probs.view());  // scores
     mask.scale = static_cast<T>(s_.scale);
@@ -131,6 +153,10 @@ class Attention {
     c.d_k.resize(Shape{Bn, H, Tk, D});
     ops<B>::matmul(c.d_probs.cview(), false, c.k.cview(), false, c.d_q.view());  // dQ = dS K
     ops<B>::matmul(c.d_probs.cview(), true, c.q.cview(), false, c.d_k.view());   // dK = dS^T Q
+    if (s_.rotary_base > 0) {  // back through the turn: the inverse rotation
+      ops<B>::rotary(c.d_q.cview(), rotary_rows(c.cos, Tq), rotary_rows(c.sin, Tq), c.d_q.view(), true);
+      ops<B>::rotary(c.d_k.cview(), rotary_rows(c.cos, Tk), rotary_rows(c.sin, Tk), c.d_k.view(), true);
+    }
     c.d_lin.resize(Shape{Bn, Tq, I});
     merge_heads(c.d_q, c.d_lin, Tq);
     q_.backward(x_q, c.d_lin.cview(), dx_q, false);
@@ -169,6 +195,7 @@ class Attention {
     const index_t Bn = x.dim(0), H = s_.heads, D = s_.d_head, I = s_.inner();
     PLM_CHECK(x.rank() == 3 && x.dim(1) == 1 && x.dim(2) == s_.d_model, "Attention::forward_step: x ", x.shape(),
               " must be (B, 1, ", s_.d_model, ")");
+    PLM_CHECK(s_.rotary_base == 0, "Attention::forward_step: incremental decoding with rotary positions is not implemented");
     const index_t cap = kv.k.dim(2);
     c.q_lin.resize(Shape{Bn, 1, I});
     q_.forward(x, c.q_lin.view());
@@ -210,6 +237,30 @@ class Attention {
   }
 
  private:
+  // cos and sin of position t times base^(-2i / D), i < D/2, for t < n (HF's
+  // EsmRotaryEmbedding, computed in double); kept while n does not change.
+  void rotary_table(index_t n, Cache& c) const {
+    if (c.rotary_len == n && c.cos.numel() == n * (s_.d_head / 2)) return;
+    const index_t half = s_.d_head / 2;
+    std::vector<T> cs(static_cast<std::size_t>(n * half)), sn(cs.size());
+    for (index_t t = 0; t < n; ++t)
+      for (index_t i = 0; i < half; ++i) {
+        const double inv_freq = 1.0 / std::pow(s_.rotary_base, static_cast<double>(2 * i) / static_cast<double>(s_.d_head));
+        const double a = static_cast<double>(t) * inv_freq;
+        cs[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::cos(a));
+        sn[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::sin(a));
+      }
+    c.cos.resize(Shape{n, half});
+    c.sin.resize(Shape{n, half});
+    upload(cs.data(), c.cos.view());
+    upload(sn.data(), c.sin.view());
+    c.rotary_len = n;
+  }
+  // The first n rows of a table.
+  static ConstView<B, T> rotary_rows(const Tensor<B, T>& table, index_t n) {
+    return ConstView<B, T>(table.data(), Shape{n, table.dim(1)});
+  }
+
   // (B, T, H*D) -> (B, H, T, D)
   void split_heads(const Tensor<B, T>& lin, Tensor<B, T>& heads, index_t Tn) const {
     const index_t Bn = lin.dim(0);

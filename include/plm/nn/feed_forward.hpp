@@ -2,7 +2,8 @@
 // The position-wise feed-forward block.
 //   gated (T5 v1.1, Ankh): y = (act(x Wi0^T) * (x Wi1^T)) Wo^T
 //   plain:                 y = act(x Wi^T) Wo^T
-// Hugging Face names: DenseReluDense.wi_0 / wi_1 / wo (gated), DenseReluDense.wi / wo (plain).
+// Hugging Face names: DenseReluDense.wi_0 / wi_1 / wo (gated), DenseReluDense.wi / wo (plain);
+// FeedForwardSpec gives others (ESM / BERT: intermediate.dense, output.dense, with biases).
 #include <cmath>
 #include <string>
 
@@ -11,6 +12,15 @@
 #include "plm/nn/linear.hpp"
 
 namespace plm::nn {
+
+// The block's parameters by full name, their initialisation, biases and the
+// dropout on the hidden activation.
+struct FeedForwardSpec {
+  std::string wi, wi_1, wo;  // wi_1 only when gated (wi is then wi_0)
+  double in_std = 0, out_std = 0;
+  bool bias = false;
+  double dropout = 0;
+};
 
 template <class B, class T, class Act, class Gate>
 class FeedForward {
@@ -25,15 +35,24 @@ class FeedForward {
   // T5 init: Wi ~ N(0, d_model^-1), Wo ~ N(0, d_ff^-1), times factor.
   FeedForward(ParameterSet<B, T>& ps, const std::string& name, index_t d_model, index_t d_ff, double factor = 1.0,
               double dropout = 0.0)
-      : d_ff_(d_ff), dropout_{dropout} {
-    const double in_std = factor / std::sqrt(static_cast<double>(d_model)), out_std = factor / std::sqrt(static_cast<double>(d_ff));
-    if constexpr (Gate::gated) {
-      wi0_ = Linear<B, T>(ps, name + ".wi_0", d_model, d_ff, in_std);
-      wi1_ = Linear<B, T>(ps, name + ".wi_1", d_model, d_ff, in_std);
-    } else {
-      wi0_ = Linear<B, T>(ps, name + ".wi", d_model, d_ff, in_std);
-    }
-    wo_ = Linear<B, T>(ps, name + ".wo", d_ff, d_model, out_std);
+      : FeedForward(ps, t5_spec(name, d_model, d_ff, factor, dropout), d_model, d_ff) {}
+
+  FeedForward(ParameterSet<B, T>& ps, const FeedForwardSpec& s, index_t d_model, index_t d_ff) : d_ff_(d_ff), dropout_{s.dropout} {
+    wi0_ = Linear<B, T>(ps, s.wi, d_model, d_ff, s.in_std, s.bias);
+    if constexpr (Gate::gated) wi1_ = Linear<B, T>(ps, s.wi_1, d_model, d_ff, s.in_std, s.bias);
+    wo_ = Linear<B, T>(ps, s.wo, d_ff, d_model, s.out_std, s.bias);
+  }
+
+  // T5's names and initialisation: Wi ~ N(0, d_model^-1), Wo ~ N(0, d_ff^-1), times factor.
+  static FeedForwardSpec t5_spec(const std::string& name, index_t d_model, index_t d_ff, double factor, double dropout) {
+    FeedForwardSpec s;
+    s.wi = Gate::gated ? name + ".wi_0" : name + ".wi";
+    s.wi_1 = name + ".wi_1";
+    s.wo = name + ".wo";
+    s.in_std = factor / std::sqrt(static_cast<double>(d_model));
+    s.out_std = factor / std::sqrt(static_cast<double>(d_ff));
+    s.dropout = dropout;
+    return s;
   }
 
   // x, y: (B, T, d_model)

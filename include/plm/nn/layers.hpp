@@ -1,11 +1,15 @@
 #pragma once
-// Transformer blocks, T5 style (pre-norm, residual, no biases):
+// Transformer blocks, pre-norm with residuals:
 //   EncoderLayer: h = x + Attn(Norm(x));             y = h + FF(Norm(h))
 //   DecoderLayer: h = x + SelfAttn(Norm(x), causal); h2 = h + CrossAttn(Norm(h), enc); y = h2 + FF(Norm(h2))
 // Dropout (the config's rate) sits on every residual branch, as in T5.
 // Hugging Face names: <prefix>.layer.0.SelfAttention, .layer.0.layer_norm,
 // then .layer.1.EncDecAttention / .layer.1.layer_norm (decoder), and the
 // feed-forward block as the last .layer.N.DenseReluDense with its layer_norm.
+// An EncoderLayerSpec builds the same block with other names, biases and
+// scaling: ESM-2's layer is this block with LayerNorm, rotary attention and a
+// plain erf-GELU feed-forward (nn/esm.hpp).
+#include <cmath>
 #include <string>
 
 #include "plm/nn/attention.hpp"
@@ -26,6 +30,42 @@ void residual_add(const Dropout& d, ConstView<B, T> x, TensorView<B, T> branch, 
 }
 }  // namespace detail
 
+// An encoder block's parts by full name, with their shapes and dropout rates.
+struct EncoderLayerSpec {
+  std::string norm0, attention, norm1;  // pre-attention norm, attention, pre-feed-forward norm
+  AttentionShape attn;
+  double attn_factor = 1.0;  // T5's initialisation factor (when attn.init_std == 0)
+  double attn_dropout = 0;   // on the attention probabilities
+  FeedForwardSpec ff;
+  index_t d_model = 0, d_ff = 0;
+  double eps = 1e-6;
+  double residual_dropout = 0;  // on both branches before the residual add
+
+  // T5's block: <prefix>.layer.0.{layer_norm, SelfAttention}, .layer.1.{layer_norm, DenseReluDense}.
+  template <class Gate>
+  static EncoderLayerSpec t5(const std::string& prefix, const T5Config& c) {
+    EncoderLayerSpec s;
+    s.norm0 = prefix + ".layer.0.layer_norm";
+    s.attention = prefix + ".layer.0.SelfAttention";
+    s.norm1 = prefix + ".layer.1.layer_norm";
+    s.attn = detail::attention_shape(c);
+    s.attn_factor = c.initializer_factor;
+    s.attn_dropout = c.dropout_rate;
+    const std::string ff = prefix + ".layer.1.DenseReluDense";
+    s.ff.wi = Gate::gated ? ff + ".wi_0" : ff + ".wi";
+    s.ff.wi_1 = ff + ".wi_1";
+    s.ff.wo = ff + ".wo";
+    s.ff.in_std = c.initializer_factor / std::sqrt(static_cast<double>(c.d_model));
+    s.ff.out_std = c.initializer_factor / std::sqrt(static_cast<double>(c.d_ff));
+    s.ff.dropout = c.dropout_rate;
+    s.d_model = c.d_model;
+    s.d_ff = c.d_ff;
+    s.eps = c.layer_norm_epsilon;
+    s.residual_dropout = c.dropout_rate;
+    return s;
+  }
+};
+
 template <class B, class T, class P>
 class EncoderLayer {
   using Norm = typename P::norm::template type<B, T>;
@@ -43,11 +83,13 @@ class EncoderLayer {
 
   EncoderLayer() = default;
   EncoderLayer(ParameterSet<B, T>& ps, const std::string& prefix, const T5Config& c)
-      : norm0_(ps, prefix + ".layer.0.layer_norm", c.d_model, c.layer_norm_epsilon),
-        attn_(ps, prefix + ".layer.0.SelfAttention", detail::attention_shape(c), c.initializer_factor, c.dropout_rate),
-        norm1_(ps, prefix + ".layer.1.layer_norm", c.d_model, c.layer_norm_epsilon),
-        ff_(ps, prefix + ".layer.1.DenseReluDense", c.d_model, c.d_ff, c.initializer_factor, c.dropout_rate),
-        drop_{c.dropout_rate} {}
+      : EncoderLayer(ps, EncoderLayerSpec::t5<typename P::gating>(prefix, c)) {}
+  EncoderLayer(ParameterSet<B, T>& ps, const EncoderLayerSpec& s)
+      : norm0_(ps, s.norm0, s.d_model, s.eps),
+        attn_(ps, s.attention, s.attn, s.attn_factor, s.attn_dropout),
+        norm1_(ps, s.norm1, s.d_model, s.eps),
+        ff_(ps, s.ff, s.d_model, s.d_ff),
+        drop_{s.residual_dropout} {}
 
   const Attention<B, T>& self_attention() const { return attn_; }
 

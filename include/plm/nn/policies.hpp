@@ -16,6 +16,12 @@ struct GeluTanh {  // Hugging Face "gelu_new"
   template <class B, class T> static void forward(ConstView<B, T> x, TensorView<B, T> y) { ops<B>::gelu(x, y); }
   template <class B, class T> static void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx) { ops<B>::gelu_backward(x, dy, dx); }
 };
+struct GeluErf {  // the exact GELU: Hugging Face "gelu", ESM's and BERT's
+  static constexpr const char* name = "gelu";
+  static constexpr const char* short_name = "gelu_erf";
+  template <class B, class T> static void forward(ConstView<B, T> x, TensorView<B, T> y) { ops<B>::gelu_erf(x, y); }
+  template <class B, class T> static void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx) { ops<B>::gelu_erf_backward(x, dy, dx); }
+};
 struct Silu {
   static constexpr const char* name = "silu";
   static constexpr const char* short_name = "silu";
@@ -50,6 +56,9 @@ struct RelativeBuckets {  // T5: learned bias per (bucket, head), shared by a st
   static constexpr bool relative_bias = true;
 };
 struct NoPositions {  // no position information inside attention
+  static constexpr bool relative_bias = false;
+};
+struct Rotary {  // ESM-2: q and k turned by position inside every attention (AttentionShape::rotary_base)
   static constexpr bool relative_bias = false;
 };
 

@@ -1,0 +1,166 @@
+#pragma once
+// Hugging Face ESM checkpoints (EsmForMaskedLM: facebook/esm2_t6_8M_UR50D, ...)
+// <-> plm::nn::EsmModel.
+//
+// config.json maps to nn::EsmConfig by transformers' EsmConfig names; a field
+// that is absent takes transformers' default. Weights map by name, with the
+// spellings transformers itself reads: a LayerNorm's `weight` / `bias` may be
+// stored as `gamma` / `beta` (transformers 5 writes those), and the rotary
+// `inv_freq` buffers (per layer in published checkpoints, or
+// `esm.rotary_embeddings.inv_freq`) are not parameters: plm computes the table.
+// Saving writes the names of the published checkpoints, which transformers 4
+// and 5 both load.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "plm/io/hf_config.hpp"
+#include "plm/io/t5_checkpoint.hpp"
+#include "plm/nn/esm.hpp"
+
+namespace plm::io {
+
+// Reads an ESM config.json (model_type "esm") and validates it.
+inline nn::EsmConfig read_esm_config(const std::string& path) {
+  const JsonLimits limits{std::size_t{1} << 20, 32};
+  const detail::InputFile file(path, "config");
+  PLM_CHECK(file.size() <= limits.max_bytes, "config: ", path, ": ", file.size(), " bytes is far too large for a config.json (limit ",
+            limits.max_bytes, ")");
+  const nlohmann::json j = parse_json(file.read_all(), "config", path, limits);
+  PLM_CHECK(j.is_object(), "config: ", path, ": the top level must be a JSON object, got ", j.type_name());
+  const detail::ConfigFields f(j, path);
+  std::string model_type;
+  f.string("model_type", model_type);
+  PLM_CHECK(model_type == "esm", "config: ", path, ": field 'model_type' is '", model_type, "', expected 'esm'");
+  bool folding = false, decoder = false, cross = false;
+  f.boolean("is_folding_model", folding);
+  f.boolean("is_decoder", decoder);
+  f.boolean("add_cross_attention", cross);
+  PLM_CHECK(!folding, "config: ", path, ": an ESMFold model (is_folding_model) is not an ESM language model plm can build");
+  PLM_CHECK(!decoder && !cross, "config: ", path, ": is_decoder / add_cross_attention: plm builds ESM as the bidirectional encoder only");
+
+  nn::EsmConfig c;
+  // transformers' EsmConfig defaults, for fields the file leaves out
+  c.hidden_size = 768, c.num_hidden_layers = 12, c.num_attention_heads = 12, c.intermediate_size = 3072;
+  c.hidden_dropout_prob = 0.1, c.attention_probs_dropout_prob = 0.1, c.max_position_embeddings = 1026;
+  c.rope_theta = 10000.0, c.initializer_range = 0.02, c.layer_norm_eps = 1e-12;
+  c.position_embedding_type = "absolute", c.token_dropout = false, c.tie_word_embeddings = true;
+  PLM_CHECK(f.has("vocab_size"), "config: ", path, ": field 'vocab_size' is missing (transformers requires it for ESM)");
+  f.integer("vocab_size", c.vocab_size);
+  f.integer("hidden_size", c.hidden_size);
+  f.integer("num_hidden_layers", c.num_hidden_layers);
+  f.integer("num_attention_heads", c.num_attention_heads);
+  f.integer("intermediate_size", c.intermediate_size);
+  if (f.has("hidden_dropout_prob")) f.number("hidden_dropout_prob", c.hidden_dropout_prob);
+  if (f.has("attention_probs_dropout_prob")) f.number("attention_probs_dropout_prob", c.attention_probs_dropout_prob);
+  f.integer("max_position_embeddings", c.max_position_embeddings);
+  f.number("rope_theta", c.rope_theta);
+  f.number("initializer_range", c.initializer_range);
+  if (f.has("layer_norm_eps")) f.number("layer_norm_eps", c.layer_norm_eps);
+  if (f.has("position_embedding_type")) f.string("position_embedding_type", c.position_embedding_type);
+  if (f.has("emb_layer_norm_before")) f.boolean("emb_layer_norm_before", c.emb_layer_norm_before);
+  if (f.has("token_dropout")) f.boolean("token_dropout", c.token_dropout);
+  f.boolean("tie_word_embeddings", c.tie_word_embeddings);
+  PLM_CHECK(!c.token_dropout || f.has("mask_token_id"), "config: ", path, ": token_dropout needs 'mask_token_id'");
+  if (f.has("mask_token_id")) f.integer("mask_token_id", c.mask_token_id);
+  if (f.has("pad_token_id")) f.integer("pad_token_id", c.pad_token_id);
+  try {
+    c.validate("config: " + path);
+  } catch (const Error& e) {
+    std::string inner = e.what();
+    if (inner.rfind("plm: ", 0) == 0) inner.erase(0, 5);
+    PLM_FAIL(inner);
+  }
+  return c;
+}
+
+// Writes c as the config.json of an EsmForMaskedLM (atomically).
+inline void write_esm_config(const nn::EsmConfig& c, const std::string& path) {
+  c.validate("config: " + path);
+  const nlohmann::json j = {
+      {"architectures", nlohmann::json::array({"EsmForMaskedLM"})},
+      {"model_type", "esm"},
+      {"torch_dtype", "float32"},
+      {"vocab_size", c.vocab_size},
+      {"hidden_size", c.hidden_size},
+      {"num_hidden_layers", c.num_hidden_layers},
+      {"num_attention_heads", c.num_attention_heads},
+      {"intermediate_size", c.intermediate_size},
+      {"hidden_act", "gelu"},
+      {"hidden_dropout_prob", c.hidden_dropout_prob},
+      {"attention_probs_dropout_prob", c.attention_probs_dropout_prob},
+      {"max_position_embeddings", c.max_position_embeddings},
+      {"rope_theta", c.rope_theta},
+      {"initializer_range", c.initializer_range},
+      {"layer_norm_eps", c.layer_norm_eps},
+      {"position_embedding_type", c.position_embedding_type},
+      {"emb_layer_norm_before", c.emb_layer_norm_before},
+      {"token_dropout", c.token_dropout},
+      {"mask_token_id", c.mask_token_id},
+      {"pad_token_id", c.pad_token_id},
+      {"cls_token_id", 0},
+      {"eos_token_id", 2},
+      {"tie_word_embeddings", c.tie_word_embeddings},
+      {"is_folding_model", false},
+  };
+  const std::string text = j.dump(2) + "\n";
+  write_file_atomically(path, [&](AtomicFile& f) { f.write(text); });
+}
+
+// ESM's names in files: LayerNorm weight / bias also as gamma / beta; rotary
+// inv_freq buffers ignored.
+inline WeightNames esm_weight_names() {
+  WeightNames w;
+  w.candidates = [](const std::string& n) {
+    std::vector<std::string> c{n};
+    const auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+    if (ends("LayerNorm.weight")) c.push_back(n.substr(0, n.size() - 6) + "gamma");
+    if (ends("LayerNorm.bias")) c.push_back(n.substr(0, n.size() - 4) + "beta");
+    return c;
+  };
+  w.ignored = [](const std::string& n) {
+    const std::string s = "rotary_embeddings.inv_freq";
+    return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+  };
+  return w;
+}
+
+// config.json of an ESM checkpoint directory.
+inline nn::EsmConfig read_esm_dir_config(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
+            " (expected a Hugging Face ESM checkpoint: config.json and model.safetensors)");
+  return read_esm_config((fs::path(dir) / "config.json").string());
+}
+
+// Fills a model's own parameters (its param_range()) from an ESM directory.
+template <class Model>
+void load_esm_weights(Model& m, const std::string& dir) {
+  load_parameters(m.params(), dir, esm_weight_names(), m.param_range());
+}
+
+// Builds Model (e.g. nn::EsmModel<cpu, float>) from an ESM checkpoint directory.
+template <class Model>
+Model load_esm(const std::string& dir) {
+  Model m(read_esm_dir_config(dir), nn::uninitialized);
+  load_esm_weights(m, dir);
+  return m;
+}
+
+// Writes config.json and model.safetensors into dir (created if needed),
+// loadable by transformers' EsmForMaskedLM.from_pretrained. With tied
+// embeddings the decoder is not written (transformers ties it on loading).
+template <class Stored = float, class Model>
+void save_esm(const Model& m, const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  PLM_CHECK(!ec, "save_esm: cannot create ", dir, ": ", ec.message());
+  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}}, m.param_range());
+  write_esm_config(m.config(), (fs::path(dir) / "config.json").string());
+}
+
+}  // namespace plm::io

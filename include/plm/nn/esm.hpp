@@ -1,0 +1,312 @@
+#pragma once
+// EsmModel: ESM-2 (Lin et al. 2023), Hugging Face's EsmForMaskedLM, built from
+// the same layers as T5:
+//
+//   x0     = Embed(ids) * s            token dropout: s = 0 at <mask> and at
+//                                      padding, else (1 - 0.15 * 0.8) / (1 - r_b),
+//                                      r_b = <mask> share of sequence b's tokens
+//   h_L    = EncoderLayer^L(x0)        pre-norm LayerNorm blocks, rotary
+//                                      attention scaled by d_head^-1/2, biases,
+//                                      erf-GELU feed-forward (EncoderLayerSpec)
+//   out    = LayerNorm(h_L)            esm.encoder.emb_layer_norm_after
+//   logits = LN(gelu(out Wd + bd)) E^T + b     the LM head, E tied to Embed
+//
+// Without token dropout s is 1 at tokens and 0 at padding (transformers
+// multiplies the embeddings by the attention mask). Parameters carry the
+// EsmForMaskedLM names (esm.encoder.layer.N.attention.self.query.weight, ...)
+// so checkpoints map one to one; the contact head's regression is kept so a
+// directory round-trips, but takes no part in the masked-LM forward.
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "plm/core/error.hpp"
+#include "plm/nn/embedding.hpp"
+#include "plm/nn/layers.hpp"
+#include "plm/nn/norm.hpp"
+
+namespace plm::nn {
+
+// The runtime sizes of an ESM model, named as transformers' EsmConfig.
+struct EsmConfig {
+  index_t vocab_size = 33;
+  index_t hidden_size = 320;
+  index_t num_hidden_layers = 6;
+  index_t num_attention_heads = 20;
+  index_t intermediate_size = 1280;
+  double hidden_dropout_prob = 0.0;
+  double attention_probs_dropout_prob = 0.0;
+  index_t max_position_embeddings = 1026;
+  double rope_theta = 10000.0;
+  double initializer_range = 0.02;
+  double layer_norm_eps = 1e-5;
+  std::string position_embedding_type = "rotary";
+  bool emb_layer_norm_before = false;
+  bool token_dropout = true;
+  std::int32_t mask_token_id = 32;
+  std::int32_t pad_token_id = 1;
+  bool tie_word_embeddings = true;
+
+  static constexpr index_t max_width = index_t(1) << 20, max_vocab = index_t(1) << 24, max_heads = 4096, max_depth = 1024;
+
+  index_t d_head() const { return hidden_size / num_attention_heads; }
+
+  // ESM-2 8M (6 layers, d 320, 20 heads) and 35M (12 layers, d 480, 20 heads).
+  static EsmConfig esm2_8m() { return EsmConfig{}; }
+  static EsmConfig esm2_35m() {
+    EsmConfig c;
+    c.hidden_size = 480;
+    c.num_hidden_layers = 12;
+    c.intermediate_size = 1920;
+    return c;
+  }
+
+  // Refuses what this model cannot build, naming the key.
+  void validate(const std::string& where = "EsmConfig") const {
+    const auto in = [&](const char* key, index_t v, index_t lo, index_t hi) {
+      PLM_CHECK(v >= lo && v <= hi, where, ": ", key, " = ", v, " is outside [", lo, ", ", hi, "]");
+    };
+    in("vocab_size", vocab_size, 1, max_vocab);
+    in("hidden_size", hidden_size, 1, max_width);
+    in("num_hidden_layers", num_hidden_layers, 1, max_depth);
+    in("num_attention_heads", num_attention_heads, 1, max_heads);
+    in("intermediate_size", intermediate_size, 1, max_width);
+    PLM_CHECK(hidden_size % num_attention_heads == 0, where, ": hidden_size ", hidden_size, " is not a multiple of num_attention_heads ",
+              num_attention_heads);
+    PLM_CHECK(position_embedding_type == "rotary", where, ": position_embedding_type '", position_embedding_type,
+              "' is not supported (plm builds ESM-2's \"rotary\"; ESM-1b's learned \"absolute\" positions are not implemented)");
+    PLM_CHECK(d_head() % 2 == 0, where, ": rotary positions need an even head width, hidden_size / num_attention_heads = ", d_head());
+    PLM_CHECK(!emb_layer_norm_before, where, ": emb_layer_norm_before = true (ESM-1b) is not supported");
+    PLM_CHECK(std::isfinite(rope_theta) && rope_theta > 0, where, ": rope_theta = ", rope_theta, " must be positive");
+    PLM_CHECK(std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && layer_norm_eps < 1, where, ": layer_norm_eps = ", layer_norm_eps,
+              " must be in (0, 1)");
+    PLM_CHECK(std::isfinite(initializer_range) && initializer_range > 0, where, ": initializer_range = ", initializer_range,
+              " must be positive");
+    for (const auto& [key, p] : {std::pair<const char*, double>{"hidden_dropout_prob", hidden_dropout_prob},
+                                 {"attention_probs_dropout_prob", attention_probs_dropout_prob}})
+      PLM_CHECK(p >= 0 && p < 1, where, ": ", key, " = ", p, " must be in [0, 1)");
+    PLM_CHECK(mask_token_id >= 0 && mask_token_id < vocab_size, where, ": mask_token_id ", mask_token_id, " is outside the vocabulary of ",
+              vocab_size);
+    PLM_CHECK(pad_token_id >= 0 && pad_token_id < vocab_size, where, ": pad_token_id ", pad_token_id, " is outside the vocabulary of ",
+              vocab_size);
+  }
+};
+
+// ESM-2's policies: plain erf-GELU feed-forward, LayerNorm, rotary positions.
+using EsmPolicies = ModelPolicies<GeluErf, Plain, LayerNormPolicy, Rotary>;
+
+template <class B, class T = float, class P = EsmPolicies>
+class EsmModel {
+  static_assert(std::is_same_v<typename P::norm, LayerNormPolicy>, "plm: EsmModel: ESM checkpoints hold LayerNorm weights and biases");
+  static_assert(!P::gating::gated, "plm: EsmModel: ESM's feed-forward is not gated");
+  using Layer = EncoderLayer<B, T, P>;
+  using Norm = LayerNorm<B, T>;
+
+ public:
+  struct Cache {
+    ConstView<B, std::int32_t> ids;
+    std::vector<std::int32_t> host_ids;
+    std::vector<T> host_factor;
+    Tensor<B, T> emb, factor;                 // (B, T, C), (B*T)
+    std::vector<Tensor<B, T>> hidden;         // hidden[0] = x0, hidden[i + 1] = output of layer i
+    std::vector<typename Layer::Cache> layers;
+    typename Norm::Cache final_norm, head_norm;
+    Tensor<B, T> out;                         // (B, T, C): the final-normed states
+    Tensor<B, T> hd, ha, hn;                  // head: dense, gelu, norm (B, T, C)
+    Tensor<B, T> d_out, d_a, d_b, d_h;        // backward workspaces
+  };
+
+  // A model that owns its parameters, drawn as transformers draws them:
+  // N(0, initializer_range^2) for every matrix and embedding, biases 0, norms 1.
+  explicit EsmModel(const EsmConfig& cfg, std::uint64_t seed = 0) : owned_(std::make_unique<ParameterSet<B, T>>()) {
+    build(*owned_, cfg);
+    owned_->allocate();
+    owned_->init(seed);
+  }
+  // Allocated, not drawn: a checkpoint fills every parameter next (io::load_esm).
+  EsmModel(const EsmConfig& cfg, Uninitialized) : owned_(std::make_unique<ParameterSet<B, T>>()) {
+    build(*owned_, cfg);
+    owned_->allocate();
+  }
+  // In the caller's set, next to the caller's own layers (heads).
+  EsmModel(ParameterSet<B, T>& ps, const EsmConfig& cfg) { build(ps, cfg); }
+  EsmModel(const EsmModel&) = delete;
+  EsmModel& operator=(const EsmModel&) = delete;
+  EsmModel(EsmModel&&) = default;
+  EsmModel& operator=(EsmModel&&) = default;
+
+  const EsmConfig& config() const { return cfg_; }
+  ParameterSet<B, T>& params() { return *params_; }
+  const ParameterSet<B, T>& params() const { return *params_; }
+  ParamRange param_range() const { return range_; }
+  const std::vector<Layer>& layers() const { return layers_; }
+  index_t d_model() const { return cfg_.hidden_size; }
+
+  // ids (B, T) -> out (B, T, C): the final-normed states, transformers'
+  // last_hidden_state. valid (B, T): 1 = token, 0 = padding; empty = all tokens.
+  // After the call, c.hidden[k] holds transformers' hidden_states[k] for k < L
+  // (0 = the embeddings after token dropout), and out its hidden_states[L].
+  void encode(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, TensorView<B, T> out, Cache& c,
+              Pass pass = Pass::eval()) const {
+    PLM_CHECK(ids.rank() == 2, "EsmModel::encode: ids ", ids.shape(), " must be (B, T)");
+    if (!valid.empty()) PLM_CHECK(valid.shape() == ids.shape(), "EsmModel::encode: mask ", valid.shape(), " must match ids ", ids.shape());
+    const index_t Bn = ids.dim(0), Tn = ids.dim(1), C = cfg_.hidden_size, L = cfg_.num_hidden_layers;
+    PLM_CHECK(out.shape() == Shape({Bn, Tn, C}), "EsmModel::encode: out ", out.shape(), " must be ", Shape({Bn, Tn, C}));
+    c.ids = ids;
+    c.emb.resize(Shape{Bn, Tn, C});
+    word_.forward(ids, c.emb.view());
+    token_factors(ids, valid, c);
+    c.hidden.resize(static_cast<std::size_t>(L + 1));
+    c.layers.resize(static_cast<std::size_t>(L));
+    for (auto& h : c.hidden) h.resize(Shape{Bn, Tn, C});
+    ops<B>::scale_rows(c.emb.cview(), c.factor.cview(), c.hidden[0].view());
+    SoftmaxMask<B, T> mask;
+    mask.key_valid = valid;
+    const DropoutKey key = DropoutKey::of(pass).in_stack(DropoutStack::encoder);
+    for (index_t i = 0; i < L; ++i)
+      layers_[static_cast<std::size_t>(i)].forward(c.hidden[i].cview(), mask, c.hidden[i + 1].view(), c.layers[i],
+                                                   key.in_layer(static_cast<std::uint64_t>(i)));
+    final_norm_.forward(c.hidden[L].cview(), out, c.final_norm);
+  }
+
+  // Gradient of encode()'s output into the parameters (added).
+  void encode_backward(ConstView<B, T> d_out, Cache& c) const {
+    const index_t L = cfg_.num_hidden_layers;
+    c.d_a.resize(d_out.shape());
+    c.d_b.resize(d_out.shape());
+    final_norm_.backward(c.hidden[L].cview(), d_out, c.d_a.view(), c.final_norm);
+    for (index_t i = L - 1; i >= 0; --i) {
+      layers_[static_cast<std::size_t>(i)].backward(c.hidden[i].cview(), c.d_a.cview(), c.d_b.view(), TensorView<B, T>{}, c.layers[i]);
+      std::swap(c.d_a, c.d_b);
+    }
+    ops<B>::scale_rows(c.d_a.cview(), c.factor.cview(), c.d_a.view());
+    word_.backward(c.ids, c.d_a.cview());
+  }
+
+  // ids (B, T) -> logits (B, T, V), EsmForMaskedLM's prediction_scores.
+  void forward(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, TensorView<B, T> logits, Cache& c,
+               Pass pass = Pass::eval()) const {
+    const index_t Bn = ids.dim(0), Tn = ids.rank() == 2 ? ids.dim(1) : 0, C = cfg_.hidden_size;
+    PLM_CHECK(logits.shape() == Shape({Bn, Tn, cfg_.vocab_size}), "EsmModel::forward: logits ", logits.shape(), " must be ",
+              Shape({Bn, Tn, cfg_.vocab_size}));
+    c.out.resize(Shape{Bn, Tn, C});
+    encode(ids, valid, c.out.view(), c, pass);
+    for (Tensor<B, T>* t : {&c.hd, &c.ha, &c.hn}) t->resize(c.out.shape());
+    head_dense_.forward(c.out.cview(), c.hd.view());
+    ops<B>::gelu_erf(c.hd.cview(), c.ha.view());
+    head_norm_.forward(c.ha.cview(), c.hn.view(), c.head_norm);
+    const auto rows = [&](auto v, index_t cols) { return v.reshape(Shape{v.numel() / cols, cols}); };
+    ops<B>::matmul(rows(c.hn.cview(), C), false, ConstView<B, T>(decoder_weight().value()), true, rows(logits, cfg_.vocab_size));
+    ops<B>::add_row(ConstView<B, T>(logits), ConstView<B, T>(head_bias_.value()), logits);
+  }
+
+  // dlogits (B, T, V) -> parameter gradients (added).
+  void backward(ConstView<B, T> dlogits, Cache& c) const {
+    const index_t C = cfg_.hidden_size, V = cfg_.vocab_size;
+    const auto g = dlogits.reshape(Shape{dlogits.numel() / V, V});
+    const auto hn = c.hn.cview().reshape(Shape{c.hn.numel() / C, C});
+    ops<B>::sum_rows(g, head_bias_.grad(), T(1));
+    ops<B>::matmul(g, true, hn, false, decoder_weight().grad(), T(1), T(1));
+    c.d_h.resize(c.hn.shape());
+    ops<B>::matmul(g, false, ConstView<B, T>(decoder_weight().value()), false, c.d_h.view().reshape(Shape{hn.dim(0), C}));
+    head_norm_.backward(c.ha.cview(), c.d_h.cview(), c.d_h.view(), c.head_norm);
+    ops<B>::gelu_erf_backward(c.hd.cview(), c.d_h.cview(), c.d_h.view());
+    c.d_out.resize(c.out.shape());
+    head_dense_.backward(c.out.cview(), c.d_h.cview(), c.d_out.view());
+    encode_backward(c.d_out.cview(), c);
+  }
+
+ private:
+  void build(ParameterSet<B, T>& ps, const EsmConfig& cfg) {
+    cfg_ = cfg;
+    params_ = &ps;
+    cfg_.validate();
+    range_.begin = ps.size();
+    const double r = cfg_.initializer_range;
+    const index_t C = cfg_.hidden_size;
+    word_ = Embedding<B, T>(ps, "esm.embeddings.word_embeddings", cfg_.vocab_size, C, r);
+    for (index_t i = 0; i < cfg_.num_hidden_layers; ++i) layers_.emplace_back(ps, layer_spec(i));
+    final_norm_ = Norm(ps, "esm.encoder.emb_layer_norm_after", C, cfg_.layer_norm_eps);
+    contact_ = Linear<B, T>(ps, "esm.contact_head.regression", cfg_.num_hidden_layers * cfg_.num_attention_heads, 1, r, true);
+    head_dense_ = Linear<B, T>(ps, "lm_head.dense", C, C, r, true);
+    head_norm_ = Norm(ps, "lm_head.layer_norm", C, cfg_.layer_norm_eps);
+    if (!cfg_.tie_word_embeddings) decoder_ = Linear<B, T>(ps, "lm_head.decoder", C, cfg_.vocab_size, r);
+    head_bias_ = add_param(ps, "lm_head.bias", Shape{cfg_.vocab_size}, 0.0);
+    range_.end = ps.size();
+  }
+
+  EncoderLayerSpec layer_spec(index_t i) const {
+    const std::string p = "esm.encoder.layer." + std::to_string(i);
+    EncoderLayerSpec s;
+    s.norm0 = p + ".attention.LayerNorm";
+    s.attention = p + ".attention";
+    s.norm1 = p + ".LayerNorm";
+    s.attn = AttentionShape{cfg_.hidden_size, cfg_.num_attention_heads, cfg_.d_head(), 1.0 / std::sqrt(static_cast<double>(cfg_.d_head()))};
+    s.attn.init_std = cfg_.initializer_range;
+    s.attn.bias = true;
+    s.attn.rotary_base = cfg_.rope_theta;
+    s.attn.q_name = "self.query";
+    s.attn.k_name = "self.key";
+    s.attn.v_name = "self.value";
+    s.attn.o_name = "output.dense";
+    s.attn_dropout = cfg_.attention_probs_dropout_prob;
+    s.ff.wi = p + ".intermediate.dense";
+    s.ff.wo = p + ".output.dense";
+    s.ff.in_std = s.ff.out_std = cfg_.initializer_range;
+    s.ff.bias = true;
+    s.ff.dropout = 0;  // ESM has none inside the feed-forward block
+    s.d_model = cfg_.hidden_size;
+    s.d_ff = cfg_.intermediate_size;
+    s.eps = cfg_.layer_norm_eps;
+    s.residual_dropout = cfg_.hidden_dropout_prob;
+    return s;
+  }
+
+  // The per-token scale of the embeddings (token dropout and padding), on the host.
+  void token_factors(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, Cache& c) const {
+    const index_t Bn = ids.dim(0), Tn = ids.dim(1);
+    c.host_ids.resize(static_cast<std::size_t>(Bn * Tn));
+    download(ids, c.host_ids.data());
+    std::vector<std::uint8_t> v(static_cast<std::size_t>(Bn * Tn), 1);
+    if (!valid.empty()) download(valid, v.data());
+    c.host_factor.assign(static_cast<std::size_t>(Bn * Tn), T(1));
+    for (index_t b = 0; b < Bn; ++b) {
+      index_t tokens = 0, masked = 0;
+      for (index_t t = 0; t < Tn; ++t) {
+        const std::size_t k = static_cast<std::size_t>(b * Tn + t);
+        tokens += v[k] != 0;
+        masked += c.host_ids[k] == cfg_.mask_token_id;
+      }
+      // The observed ratio in float32, as transformers computes it whatever the
+      // model's dtype (so double runs agree with it to rounding); the token
+      // count is the attention mask's (the row length without one).
+      const float denom = 1.0f - static_cast<float>(masked) / static_cast<float>(tokens);
+      const double keep = cfg_.token_dropout && tokens > 0 ? (1.0 - 0.15 * 0.8) / static_cast<double>(denom) : 1.0;
+      for (index_t t = 0; t < Tn; ++t) {
+        const std::size_t k = static_cast<std::size_t>(b * Tn + t);
+        const bool dropped = cfg_.token_dropout && c.host_ids[k] == cfg_.mask_token_id;
+        c.host_factor[k] = v[k] == 0 || dropped ? T(0) : static_cast<T>(keep);
+      }
+    }
+    c.factor.resize(Shape{Bn * Tn});
+    upload(c.host_factor.data(), c.factor.view());
+  }
+
+  const Param<B, T>& decoder_weight() const { return cfg_.tie_word_embeddings ? word_.weight() : decoder_.weight(); }
+
+  EsmConfig cfg_;
+  std::unique_ptr<ParameterSet<B, T>> owned_;
+  ParameterSet<B, T>* params_ = nullptr;
+  ParamRange range_;
+  Embedding<B, T> word_;
+  std::vector<Layer> layers_;
+  Norm final_norm_;
+  Linear<B, T> contact_, head_dense_;
+  Norm head_norm_;
+  Linear<B, T> decoder_;
+  Param<B, T> head_bias_;
+};
+
+}  // namespace plm::nn
