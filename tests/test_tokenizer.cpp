@@ -138,11 +138,12 @@ TEST_CASE("Tokenizer: plm's own vocabulary holds one residue per token") {
 
 TEST_CASE("Tokenizer: what plm cannot reproduce is refused with the file and the reason") {
   TempDir dir;
-  const auto write_tokenizer = [&](const std::string& name, const std::string& model, const std::string& pre = "null") {
+  const auto write_tokenizer = [&](const std::string& name, const std::string& model, const std::string& pre = "null",
+                                   const std::string& post = "null") {
     const std::string d = dir.file(name);
     fs::create_directories(d);
     write_file(d + "/tokenizer.json", "{\"added_tokens\": [], \"normalizer\": null, \"pre_tokenizer\": " + pre +
-                                          ", \"post_processor\": null, \"model\": " + model + "}");
+                                          ", \"post_processor\": " + post + ", \"model\": " + model + "}");
     return d;
   };
   const std::string unigram_vocab = "[[\"<pad>\", 0], [\"</s>\", 0], [\"<unk>\", 0], [\"A\", -1], ";
@@ -156,6 +157,17 @@ TEST_CASE("Tokenizer: what plm cannot reproduce is refused with the file and the
   const std::string fallback = write_tokenizer(
       "fallback", "{\"type\": \"Unigram\", \"unk_id\": 2, \"byte_fallback\": true, \"vocab\": " + unigram_vocab + "[\"L\", -2]]}");
   check_error([&] { (void)Tokenizer::from_directory(fallback); }, "byte_fallback");
+  // a single-sequence template that repeats the residues (found by fuzzing)
+  const std::string word_level = "{\"type\": \"WordLevel\", \"unk_token\": \"<unk>\", \"vocab\": {\"<pad>\": 0, \"</s>\": 1, \"<unk>\": 2, \"A\": 3}}";
+  const std::string twice = write_tokenizer(
+      "twice", word_level, "null",
+      "{\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+      "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": {}}");
+  check_error([&] { (void)Tokenizer::from_directory(twice); }, twice + "/tokenizer.json", "holds the sequence twice");
+  const std::string b = write_tokenizer("b", word_level, "null",
+                                        "{\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": {\"id\": \"B\", \"type_id\": 1}}], "
+                                        "\"special_tokens\": {}}");
+  check_error([&] { (void)Tokenizer::from_directory(b); }, "sequence must be A");
   const std::string empty = dir.file("empty");
   fs::create_directories(empty);
   check_error([&] { (void)Tokenizer::from_directory(empty); }, empty, "no tokenizer.json");

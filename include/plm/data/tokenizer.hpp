@@ -622,6 +622,12 @@ class Tokenizer {
       bool has_sequence = false;
       for (const auto& item : p.at("single")) {
         if (item.is_object() && item.contains("Sequence")) {
+          // The single-sequence template holds sequence A exactly once (as the
+          // tokenizers library writes it); B or a second copy would repeat residues.
+          const nlohmann::json& seq = item.at("Sequence");
+          if (!seq.is_object() || !seq.contains("id") || seq.at("id") != "A")
+            refuse("post_processor TemplateProcessing: the single template's sequence must be A, got " + json_excerpt(item));
+          if (has_sequence) refuse("post_processor TemplateProcessing: the single template holds the sequence twice");
           post.push_back(-1);
           has_sequence = true;
         } else if (item.is_object() && item.contains("SpecialToken") && item.at("SpecialToken").is_object() &&
