@@ -15,6 +15,7 @@
 #include "plm/io/esm_checkpoint.hpp"
 #include "plm/nn/esm.hpp"
 #include "plm/objectives/cross_entropy.hpp"
+#include "plm/train/variant_effects.hpp"
 
 using namespace plm;
 using namespace plm::nn;
@@ -242,4 +243,59 @@ TEST_CASE("ESM checkpoints: save_esm then load_esm gives the same model; gamma /
   renamed.add<float>("esm.embeddings.position_embeddings.weight", inv.cview());
   renamed.write(dir + "/model.safetensors");
   check_error([&] { io::load_esm<EsmModel<cpu, float>>(dir); }, "esm.embeddings.position_embeddings.weight", "does not have");
+}
+
+TEST_CASE("EsmTokenizer's vocab.txt: the ids transformers gives, in both call styles, and where each token came from") {
+  const auto tok = data::Tokenizer::from_directory(esm_fixture("tokenizer"));
+  CHECK(tok.is_pretrained());
+  const nlohmann::json cases = nlohmann::json::parse(read_text(esm_fixture("tokenizer_ids.json")));
+  REQUIRE(cases.size() >= 6);
+  for (const auto& c : cases) {
+    const std::string seq = c.at("sequence").get<std::string>();
+    INFO(seq);
+    CHECK(tok.encode(seq, data::InputStyle::string).ids == c.at("string").get<std::vector<std::int32_t>>());
+    CHECK(tok.encode(seq, data::InputStyle::words).ids == c.at("words").get<std::vector<std::int32_t>>());
+  }
+  // <cls> and <eos> hold no residue; an unknown run holds all its characters
+  const data::Encoding e = tok.encode("MKjjT", data::InputStyle::string);
+  REQUIRE(e.size() == 6);
+  CHECK(!e.holds_residue(0));
+  CHECK(e.begin[3] == 2);
+  CHECK(e.end[3] == 4);
+  CHECK(!e.holds_residue(5));
+  // a vocab.txt of another tokenizer class is refused by name
+  TempDir tmp;
+  const std::string bert = tmp.file("bert");
+  fs::create_directories(bert);
+  fs::copy_file(esm_fixture("tokenizer") + "/vocab.txt", bert + "/vocab.txt");
+  write_text(bert + "/tokenizer_config.json", "{\"tokenizer_class\": \"BertTokenizer\"}");
+  check_error([&] { (void)data::Tokenizer::from_directory(bert); }, "vocab.txt of a BertTokenizer");
+}
+
+TEST_CASE("masked-marginal scores of 20 ubiquitin mutations equal transformers', batched or not") {
+  const std::string dir = esm_fixture("small_padded");
+  const EsmConfig cfg = io::read_esm_config(dir + "/config.json");
+  EsmModel<cpu, double> m(cfg);
+  hash_parameters(m.params());
+  const auto tok = data::Tokenizer::from_directory(esm_fixture("tokenizer"));
+  const nlohmann::json spec = nlohmann::json::parse(read_text(esm_fixture("mutations.json")));
+  std::vector<train::Mutation> muts;
+  for (const auto& s : spec.at("muts")) muts.push_back(train::Mutation::parse(s.get<std::string>()));
+  const std::string seq = spec.at("seq").get<std::string>();
+  const auto want = io::SafetensorsReader(dir + "/io.safetensors").load<double>("mutation_scores");
+  REQUIRE(want.numel() == static_cast<index_t>(muts.size()));
+  for (const index_t batch : {1, 7, 32}) {
+    train::VariantScoreOptions o;
+    o.batch = batch;
+    const auto got = train::masked_marginal_scores(m, tok, seq, muts, o);
+    for (std::size_t i = 0; i < muts.size(); ++i) {
+      INFO(muts[i].str(), " batch ", batch);
+      CHECK(got[i] == doctest::Approx(want.data()[i]).epsilon(1e-11));
+    }
+  }
+  check_error([&] { (void)train::masked_marginal_scores(m, tok, seq, {train::Mutation::parse("A1G")}); }, "residue 1", "is M, not A");
+  check_error([&] { (void)train::masked_marginal_scores(m, tok, seq, {train::Mutation::parse("M99A")}); }, "position 99 is beyond");
+  check_error([&] { (void)train::Mutation::parse("M1"); }, "wrong length");
+  check_error([&] { (void)train::Mutation::parse("MxA"); }, "position must be a number");
+  check_error([&] { (void)train::masked_marginal_scores(m, tok, seq, {train::Mutation::parse("M1J")}); }, "'J' is not a token");
 }

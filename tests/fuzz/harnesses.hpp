@@ -44,6 +44,7 @@
 #include "plm/data/tokenizer.hpp"
 #include "plm/data/vocabulary.hpp"
 #include "plm/io/checkpoint.hpp"
+#include "plm/io/esm_checkpoint.hpp"
 #include "plm/io/hf_config.hpp"
 #include "plm/io/hf_weights.hpp"
 #include "plm/io/safetensors.hpp"
@@ -527,10 +528,31 @@ inline int fuzz_weights_index(const std::uint8_t* data, std::size_t size) {
 // config.json
 
 // read_t5_config; a config it accepts must write and read back to itself.
+// An ESM config.json: accepted only without NUL bytes, and written back it reads the same.
+inline void read_esm_config(Scratch& s, const std::string& path, const std::uint8_t* data, std::size_t size) {
+  nn::EsmConfig c;
+  if (!attempt([&] { c = io::read_esm_config(path); })) return;
+  PLM_FUZZ_EXPECT(!has_nul(data, size), "an ESM config.json holding a NUL byte was accepted");
+  const std::string again = s.dir() + "/esm_config_again.json";
+  attempt([&] {
+    io::write_esm_config(c, again);
+    const nn::EsmConfig d = io::read_esm_config(again);
+    const bool same = c.vocab_size == d.vocab_size && c.hidden_size == d.hidden_size && c.num_hidden_layers == d.num_hidden_layers &&
+                      c.num_attention_heads == d.num_attention_heads && c.intermediate_size == d.intermediate_size &&
+                      c.hidden_dropout_prob == d.hidden_dropout_prob && c.attention_probs_dropout_prob == d.attention_probs_dropout_prob &&
+                      c.rope_theta == d.rope_theta && c.layer_norm_eps == d.layer_norm_eps && c.token_dropout == d.token_dropout &&
+                      c.mask_token_id == d.mask_token_id && c.pad_token_id == d.pad_token_id &&
+                      c.tie_word_embeddings == d.tie_word_embeddings && c.initializer_range == d.initializer_range;
+    PLM_FUZZ_EXPECT(same, "ESM config does not read back as written");
+  });
+}
+
+// The input is a config.json, read as a T5 config and as an ESM config.
 inline int fuzz_config(const std::uint8_t* data, std::size_t size) {
   first_error().clear();
   Scratch& s = Scratch::get();
   const std::string path = s.write("config.json", data, size);
+  read_esm_config(s, path, data, size);
   nn::T5Config c;
   if (!attempt([&] { c = io::read_t5_config(path); }, true)) return 0;
   PLM_FUZZ_EXPECT(!has_nul(data, size), "a config.json holding a NUL byte was accepted");
@@ -651,6 +673,8 @@ inline int fuzz_vocab_file(const std::uint8_t* data, std::size_t size) {
   attempt([&] { exercise_vocabulary(data::Vocabulary::load(path)); }, true);
   if (fnv1a(data, size) & 1)
     attempt([&] { exercise_vocabulary(data::Vocabulary::from_vocab_file(path, alternative_specials())); });
+  // the same file as an EsmTokenizer's vocab.txt
+  attempt([&] { exercise_tokenizer(data::Tokenizer::from_esm_vocab(path)); });
   return 0;
 }
 

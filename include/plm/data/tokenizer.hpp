@@ -17,6 +17,10 @@
 //                    refused with the file and the component named.
 //   spiece.model     through the SentencePiece library (PLM_SENTENCEPIECE);
 //                    extra ids appended as transformers' T5Tokenizer does.
+//   vocab.txt        of an EsmTokenizer (ESM-2): one token per line, the
+//                    longest vocabulary token at each column, a run of
+//                    characters that starts no token as one <unk>, and
+//                    <cls> ... <eos> around the sequence.
 //   a Vocabulary     plm's own one-token-per-residue encoding (presets, vocab files).
 // Special token names (pad, eos, unk) come from tokenizer_config.json or
 // special_tokens_map.json next to the file. A tokenizer whose pieces merge
@@ -34,6 +38,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -222,7 +227,16 @@ class Tokenizer {
     const fs::path d(dir);
     if (fs::exists(d / "tokenizer.json", ec)) return from_tokenizer_json((d / "tokenizer.json").string());
     if (fs::exists(d / "spiece.model", ec)) return from_sentencepiece((d / "spiece.model").string());
-    PLM_FAIL("Tokenizer: ", dir, ": no tokenizer.json and no spiece.model (give the vocabulary explicitly, e.g. --vocab ankh3)");
+    if (fs::exists(d / "vocab.txt", ec)) {
+      const nlohmann::json config = config_near((d / "vocab.txt").string());
+      const std::string cls = config.is_object() && config.contains("tokenizer_class") && config.at("tokenizer_class").is_string()
+                                  ? config.at("tokenizer_class").get<std::string>()
+                                  : std::string();
+      PLM_CHECK(cls.empty() || cls == "EsmTokenizer", "Tokenizer: ", dir, ": vocab.txt of a ", cls,
+                ", which plm does not reproduce (it reads an EsmTokenizer's vocab.txt, a tokenizer.json or a spiece.model)");
+      return from_esm_vocab((d / "vocab.txt").string());
+    }
+    PLM_FAIL("Tokenizer: ", dir, ": no tokenizer.json, spiece.model or vocab.txt (give the vocabulary explicitly, e.g. --vocab ankh3)");
   }
 
   // As command lines take it: "ankh3" / "ankh" (presets), a directory, a
@@ -300,6 +314,46 @@ class Tokenizer {
 #endif
   }
 
+  // The vocab.txt of an EsmTokenizer (ESM-1b, ESM-2): a token per line, spaces
+  // around it dropped, as transformers reads it. <cls>, <pad>, <eos>, <unk> and
+  // <mask> (or the names of tokenizer_config.json) must be among the tokens.
+  static Tokenizer from_esm_vocab(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    PLM_CHECK(in, "Tokenizer: ", path, ": cannot open");
+    std::error_code ec;
+    const auto bytes = std::filesystem::file_size(path, ec);
+    PLM_CHECK(!ec && bytes <= (std::uintmax_t{16} << 20), "Tokenizer: ", path, ": ", ec ? ec.message() : std::to_string(bytes) + " bytes",
+              " (an ESM vocab.txt is a few hundred bytes; the limit is 16 MiB)");
+    std::vector<std::string> tokens;
+    std::string line;
+    while (std::getline(in, line)) {
+      const auto a = line.find_first_not_of(" \t\r\n\v\f");
+      const auto b = line.find_last_not_of(" \t\r\n\v\f");
+      std::string t = a == std::string::npos ? std::string() : line.substr(a, b - a + 1);
+      PLM_CHECK(t.find('\0') == std::string::npos, "Tokenizer: ", path, ": line ", tokens.size() + 1, " holds a NUL byte");
+      PLM_CHECK(!t.empty(), "Tokenizer: ", path, ": line ", tokens.size() + 1, " is empty");
+      tokens.push_back(std::move(t));
+    }
+    PLM_CHECK(!in.bad(), "Tokenizer: ", path, ": read error");
+    Specials sp = specials_near(path);
+    if (!config_near(path).is_object()) sp.eos = "<eos>";  // EsmTokenizer's defaults
+    std::string cls = "<cls>";
+    for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
+      const std::filesystem::path f = std::filesystem::path(path).parent_path() / name;
+      if (!std::filesystem::exists(f, ec)) continue;
+      if (auto v = detail::token_name(Vocabulary::read_json(f.string()), "cls_token")) cls = *v;
+    }
+    sp.nlu = sp.s2s = "";
+    Tokenizer t(Vocabulary::from_tokens(tokens, sp, path), path);
+    t.kind_ = Kind::esm;
+    t.files_ = files_beside(path);
+    const auto cls_id = t.vocab_->find(cls);
+    PLM_CHECK(cls_id.has_value(), "Tokenizer: ", path, ": no ", cls, " token (EsmTokenizer puts it before every sequence)");
+    for (const auto& tok : tokens) t.max_piece_bytes_ = std::max(t.max_piece_bytes_, tok.size());
+    t.post_ = {*cls_id, -1, t.vocab_->eos_id()};
+    return t;
+  }
+
   const Vocabulary& vocabulary() const { return *vocab_; }
   const std::string& source() const { return source_; }
   // The files it was read from (the tokenizer file, and tokenizer_config.json /
@@ -347,7 +401,7 @@ class Tokenizer {
   }
 
  private:
-  enum class Kind { vocabulary, pipeline, sentencepiece };
+  enum class Kind { vocabulary, pipeline, sentencepiece, esm };
   enum class Model { unigram, wordlevel, wordpiece };
   enum class Pre { whitespace_split, whitespace, bert, punctuation, metaspace, split_chars, split_char };
 
@@ -676,6 +730,10 @@ class Tokenizer {
       return;
     }
 #endif
+    if (kind_ == Kind::esm) {
+      esm_split(text, first, out);
+      return;
+    }
     detail::Segment s;
     for (char c : prepend_) {
       s.text.push_back(c);
@@ -916,6 +974,34 @@ class Tokenizer {
       emit(s, a, e, id, out);
       a = e;
     }
+  }
+
+  // EsmTokenizer: the longest vocabulary token at each column (transformers'
+  // no-split trie holds them all); the characters between two tokens form one
+  // word, which is <unk> (ESM's vocabulary has no multi-letter word).
+  void esm_split(std::string_view text, std::int32_t first, Encoding& out) const {
+    std::size_t i = 0, unknown = std::string_view::npos;
+    const auto flush = [&](std::size_t end) {
+      if (unknown == std::string_view::npos) return;
+      const auto id = vocab_->find(text.substr(unknown, end - unknown));
+      out.push(id ? *id : vocab_->unk_id(), first + static_cast<std::int32_t>(unknown), first + static_cast<std::int32_t>(end));
+      unknown = std::string_view::npos;
+    };
+    while (i < text.size()) {
+      std::size_t len = std::min(max_piece_bytes_, text.size() - i);
+      std::optional<std::int32_t> id;
+      for (; len > 0; --len)
+        if ((id = vocab_->find(text.substr(i, len)))) break;
+      if (!id) {
+        if (unknown == std::string_view::npos) unknown = i;
+        ++i;
+        continue;
+      }
+      flush(i);
+      out.push(*id, first + static_cast<std::int32_t>(i), first + static_cast<std::int32_t>(i + len));
+      i += len;
+    }
+    flush(text.size());
   }
 
   std::shared_ptr<const Vocabulary> vocab_;

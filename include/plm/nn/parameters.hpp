@@ -39,6 +39,8 @@ struct ParamRange {
 template <class B, class T>
 class ParameterSet {
  public:
+  using backend_type = B;
+  using value_type = T;
   struct Entry {
     std::string name;
     Shape shape;
