@@ -197,6 +197,7 @@ int main(int argc, char** argv) {
   }
   try {
     set_num_threads(a.threads);
+    if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
     return train::run_on_device(a.device, [&](auto backend) { return bench<decltype(backend)>(a); });
   } catch (const Error& e) {
     std::fprintf(stderr, "%s\n", e.what());

@@ -3,6 +3,7 @@
 // hidden states and every parameter's gradient, in double and in float),
 // finite differences of the whole model + loss in double, configs, and the
 // checkpoint round trip with the names transformers writes.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "plm/io/esm_checkpoint.hpp"
 #include "plm/nn/esm.hpp"
 #include "plm/objectives/cross_entropy.hpp"
+#include "plm/samplers/mlm.hpp"
 #include "plm/train/variant_effects.hpp"
 
 using namespace plm;
@@ -298,4 +300,55 @@ TEST_CASE("masked-marginal scores of 20 ubiquitin mutations equal transformers',
   check_error([&] { (void)train::Mutation::parse("M1"); }, "wrong length");
   check_error([&] { (void)train::Mutation::parse("MxA"); }, "position must be a number");
   check_error([&] { (void)train::masked_marginal_scores(m, tok, seq, {train::Mutation::parse("M1J")}); }, "'J' is not a token");
+}
+
+TEST_CASE("masked-LM examples: 15% of residues selected, 80/10/10, never a special token, the same for the same key") {
+  const auto tok = data::Tokenizer::from_directory(esm_fixture("tokenizer"));
+  std::string protein;
+  for (int i = 0; i < 400; ++i) protein += "LAGVSERTIDPKQNFYMHWC"[(i * 7) % 20];
+  const data::Encoding e = tok.encode(protein, data::InputStyle::string);
+  std::vector<std::int32_t> residues;
+  for (const char* r : {"L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q", "N", "F", "Y", "M", "H", "W", "C"})
+    residues.push_back(tok.vocabulary().id_of(r));
+  const std::int32_t mask = tok.vocabulary().id_of("<mask>");
+  samplers::MlmOptions o;
+  o.seed = 3;
+  double selected = 0, masked = 0, replaced = 0, kept = 0;
+  for (std::uint64_t key = 0; key < 50; ++key) {
+    const auto x = samplers::mask_for_mlm(e, mask, residues, o, key);
+    REQUIRE(x.ids.size() == e.size());
+    CHECK(x.labels.front() == -100);  // <cls>
+    CHECK(x.labels.back() == -100);   // <eos>
+    CHECK(x.ids.front() == e.ids.front());
+    for (std::size_t t = 0; t < e.size(); ++t) {
+      if (x.labels[t] == -100) {
+        CHECK(x.ids[t] == e.ids[t]);
+        continue;
+      }
+      CHECK(x.labels[t] == e.ids[t]);
+      ++selected;
+      if (x.ids[t] == mask) ++masked;
+      else if (x.ids[t] == e.ids[t]) ++kept;
+      else ++replaced;
+    }
+    const auto again = samplers::mask_for_mlm(e, mask, residues, o, key);
+    CHECK(again.ids == x.ids);
+    CHECK(again.labels == x.labels);
+  }
+  // 50 x 400 residues: 3,000 selected expected; these seeds give fixed counts, so the bounds are not a timing or chance matter
+  CHECK(selected / (50.0 * 400) == doctest::Approx(0.15).epsilon(0.1));
+  CHECK(masked / selected == doctest::Approx(0.8).epsilon(0.05));
+  CHECK(replaced / selected > 0.05);  // 10% minus the 1/20 random draws that hit the same residue
+  CHECK(kept / selected > 0.08);
+  // a short sequence still counts one residue; the batch pads ids and labels
+  const auto one = samplers::mask_for_mlm(tok.encode("M", data::InputStyle::string), mask, residues, o, 1);
+  CHECK(std::count_if(one.labels.begin(), one.labels.end(), [](std::int32_t l) { return l != -100; }) == 1);
+  samplers::MlmBatch<cpu> b;
+  samplers::collate_mlm<cpu>({one, samplers::mask_for_mlm(e, mask, residues, o, 2)}, {0, 1}, tok.vocabulary().pad_id(), b);
+  CHECK(b.ids.shape() == Shape({2, static_cast<index_t>(e.size())}));
+  CHECK(b.labels.at(0, 5) == -100);
+  CHECK(b.valid.at(0, 3) == 0);
+  CHECK(b.tokens == static_cast<index_t>(3 + e.size()));
+  o.select_probability = 0;
+  check_error([&] { (void)samplers::mask_for_mlm(e, mask, residues, o, 0); }, "select_probability 0");
 }

@@ -2,6 +2,7 @@
 // pull in a backend: a program that trains only on the GPU then never parses
 // Eigen. They come first in this file, before anything that includes Eigen;
 // the backend arrives with plm/plm.hpp below, before anything is instantiated.
+#include "plm/nn/esm.hpp"
 #include "plm/nn/pair_attention.hpp"
 #include "plm/nn/pooling.hpp"
 #include "plm/nn/readout.hpp"
@@ -15,8 +16,10 @@
 #include "plm/optim/clip.hpp"
 #include "plm/optim/optimizer.hpp"
 #include "plm/samplers/decoding.hpp"
+#include "plm/samplers/mlm.hpp"
 #include "plm/samplers/negatives.hpp"
 #include "plm/samplers/pretrain_stream.hpp"
+#include "plm/train/variant_effects.hpp"
 
 #if defined(EIGEN_CORE_H) || defined(EIGEN_WORLD_VERSION)
 #error "a backend-generic plm header included Eigen (it must include plm/backend/ops.hpp, not plm/backend/cpu/ops.hpp)"

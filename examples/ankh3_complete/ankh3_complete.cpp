@@ -154,6 +154,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
+    if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
     if (!o.out.empty()) io::check_new_output(o.out, o.overwrite, "--out");  // before the work, not after
     return train::run_on_device(o.device, [&](auto backend) {
       return io::with_t5_checkpoint_type<decltype(backend)>(o.model, [&](auto model) { return complete<typename decltype(model)::type>(o); });

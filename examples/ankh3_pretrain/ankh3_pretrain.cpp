@@ -92,6 +92,7 @@ template <class B>
 int run(const Options& o) {
   using Model = nn::Ankh3Model<B, float>;
   if (o.threads > 0) set_num_threads(o.threads);
+  if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
   PLM_CHECK(o.steps > 0 && o.accum > 0 && o.eval_every > 0 && o.checkpoint_every > 0, "--steps, --accum, --eval-every, --checkpoint-every must be > 0");
   // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
   train::RunDirectory run_dir(o.out, {"checkpoint.safetensors", "metrics.jsonl", "model"}, o.resume, o.overwrite);

@@ -261,6 +261,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     if (o.threads > 0) set_num_threads(o.threads);
+    if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
     return train::run_on_device(o.device, [&](auto backend) {
       const auto body = [&](auto model) { return run<typename decltype(model)::type>(o); };
       using B = decltype(backend);
