@@ -16,6 +16,8 @@
 #include <plm/plm.hpp>
 #include <plm/train/device.hpp>
 
+#include "peer.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -29,11 +31,6 @@
 using namespace plm;
 
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 struct Args {
   std::string config = "esm2-8m", peer = "python3 benchmarks/esm_train_step_hf.py";
@@ -72,28 +69,6 @@ void make_batch(const nn::EsmConfig& c, index_t B, index_t T, std::vector<std::i
     }
 }
 
-double run_peer(const std::string& cmd) {
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  std::string out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  const int rc = pclose(p);
-  const auto k = out.find("\"median_s\":");
-  if (rc != 0 || k == std::string::npos) {
-    std::fprintf(stderr, "esm_train_step: peer command failed (rc %d): %s\n%s\n", rc, cmd.c_str(), out.c_str());
-    return -1;
-  }
-  const auto field = [&](const char* key) {
-    const std::string k2 = std::string("\"") + key + "\": \"";
-    const auto a = out.find(k2);
-    if (a == std::string::npos) return std::string("?");
-    const auto b = out.find('"', a + k2.size());
-    return out.substr(a + k2.size(), b - a - k2.size());
-  };
-  std::printf("peer: torch %s, transformers %s\n", field("torch").c_str(), field("transformers").c_str());
-  return std::atof(out.c_str() + k + 11);
-}
 
 template <class B>
 void sync() {
@@ -133,7 +108,7 @@ int bench(const Args& a) {
     step();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  const double plm_s = median(t);
+  const double plm_s = bench_peer::median(t);
   // 6 x (weights each token passes through) + the attention products (QK^T and PV, forward and backward)
   const double d = double(c.hidden_size), f = double(c.intermediate_size), L = double(c.num_hidden_layers), V = double(c.vocab_size);
   const double tokens = double(Bn) * double(Tn);
@@ -164,7 +139,7 @@ int bench(const Args& a) {
                   (long long)c.hidden_size, (long long)c.num_hidden_layers, (long long)c.num_attention_heads,
                   (long long)c.intermediate_size, (long long)c.vocab_size, (long long)Bn, (long long)Tn, a.threads, a.reps,
                   gpu ? "cuda" : "cpu", gpu ? a.device.math.c_str() : "fp32", batch_file.c_str(), a.adamw ? " --adamw" : "");
-    const double hf_s = run_peer(a.peer + args);
+    const double hf_s = bench_peer::run_peer(a.peer + args, "esm_train_step");
     std::remove(batch_file.c_str());
     if (hf_s > 0) {
       row("HF transformers EsmForMaskedLM (PyTorch)", hf_s);

@@ -7,13 +7,12 @@ Prints one JSON line: {"median_s": ..., "times": [...], "torch": ..., "transform
 
 Needs: pip install torch transformers (for the benchmark only)."""
 import argparse
-import json
-import time
 
 import numpy as np
 import torch
-import transformers
 from transformers import EsmConfig, EsmForMaskedLM
+
+from hf_step_timing import report_median
 
 
 def main():
@@ -54,16 +53,7 @@ def main():
         if a.device == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(a.warmup):
-        step()
-    times = []
-    for _ in range(a.reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    print(json.dumps({"median_s": times[len(times) // 2], "times": times, "torch": torch.__version__,
-                      "transformers": transformers.__version__}))
+    report_median(step, a.warmup, a.reps)
 
 
 if __name__ == "__main__":

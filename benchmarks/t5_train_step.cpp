@@ -15,6 +15,8 @@
 #include <plm/optim/adamw.hpp>
 #include <plm/plm.hpp>
 #include <plm/train/device.hpp>
+
+#include "peer.hpp"
 #include <plm/train/flops.hpp>
 
 #include <algorithm>
@@ -48,34 +50,6 @@ nn::T5Config config_by_name(const std::string& name) {
   PLM_FAIL("t5_train_step: unknown config '", name, "' (ankh-base-4x2, ankh3-small, ankh3-large-4x2)");
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-// Runs the peer command and returns its median_s, or -1 when it fails.
-double run_peer(const std::string& cmd) {
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  std::string out;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) out += buf;
-  const int rc = pclose(p);
-  const auto k = out.find("\"median_s\":");
-  if (rc != 0 || k == std::string::npos) {
-    std::fprintf(stderr, "t5_train_step: peer command failed (rc %d): %s\n%s\n", rc, cmd.c_str(), out.c_str());
-    return -1;
-  }
-  auto field = [&](const char* key) {
-    const std::string k2 = std::string("\"") + key + "\": \"";
-    const auto a = out.find(k2);
-    if (a == std::string::npos) return std::string("?");
-    const auto b = out.find('"', a + k2.size());
-    return out.substr(a + k2.size(), b - a - k2.size());
-  };
-  std::printf("peer: torch %s, transformers %s\n", field("torch").c_str(), field("transformers").c_str());
-  return std::atof(out.c_str() + k + 11);
-}
 
 
 struct Args {
@@ -129,7 +103,7 @@ int bench(const Args& a) {
     step();
     t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
-  const double plm_s = median(t);
+  const double plm_s = bench_peer::median(t);
   const auto flops = train::t5_training_flops(c, double(batch), double(src), double(tgt));
   const double tokens = double(batch) * double(src + tgt);
   const std::string math = gpu ? a.device.math : "fp32";
@@ -158,7 +132,7 @@ int bench(const Args& a) {
                   (long long)c.num_decoder_layers, (long long)c.vocab_size, (long long)c.relative_attention_num_buckets,
                   (long long)c.relative_attention_max_distance, (long long)batch, (long long)src, (long long)tgt, a.threads,
                   a.reps, c.feed_forward_proj.c_str(), gpu ? "cuda" : "cpu", math.c_str(), a.adamw ? " --adamw" : "");
-    const double hf_s = run_peer(a.peer + args);
+    const double hf_s = bench_peer::run_peer(a.peer + args, "t5_train_step");
     if (hf_s > 0) {
       row("HF transformers T5 (PyTorch)", hf_s);
       std::printf("speed ratio plm / HF: %.2fx\n", hf_s / plm_s);

@@ -8,12 +8,10 @@ Prints one JSON line: {"median_s": ..., "times": [...], "torch": ..., "transform
 
 Needs: pip install torch transformers (for the benchmark only)."""
 import argparse
-import json
-import time
-
 import torch
-import transformers
 from transformers import T5Config, T5ForConditionalGeneration
+
+from hf_step_timing import report_median
 
 
 def main():
@@ -58,16 +56,7 @@ def main():
         if a.device == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(a.warmup):
-        step()
-    times = []
-    for _ in range(a.reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    print(json.dumps({"median_s": times[len(times) // 2], "times": times, "torch": torch.__version__,
-                      "transformers": transformers.__version__}))
+    report_median(step, a.warmup, a.reps)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,7 @@ namespace plm::io {
 
 // Reads an ESM config.json (model_type "esm") and validates it.
 inline nn::EsmConfig read_esm_config(const std::string& path) {
-  const JsonLimits limits{std::size_t{1} << 20, 32};
-  const detail::InputFile file(path, "config");
-  PLM_CHECK(file.size() <= limits.max_bytes, "config: ", path, ": ", file.size(), " bytes is far too large for a config.json (limit ",
-            limits.max_bytes, ")");
-  const nlohmann::json j = parse_json(file.read_all(), "config", path, limits);
-  PLM_CHECK(j.is_object(), "config: ", path, ": the top level must be a JSON object, got ", j.type_name());
+  const nlohmann::json j = detail::read_config_object(path);
   const detail::ConfigFields f(j, path);
   std::string model_type;
   f.string("model_type", model_type);
@@ -66,13 +61,7 @@ inline nn::EsmConfig read_esm_config(const std::string& path) {
   PLM_CHECK(!c.token_dropout || f.has("mask_token_id"), "config: ", path, ": token_dropout needs 'mask_token_id'");
   if (f.has("mask_token_id")) f.integer("mask_token_id", c.mask_token_id);
   if (f.has("pad_token_id")) f.integer("pad_token_id", c.pad_token_id);
-  try {
-    c.validate("config: " + path);
-  } catch (const Error& e) {
-    std::string inner = e.what();
-    if (inner.rfind("plm: ", 0) == 0) inner.erase(0, 5);
-    PLM_FAIL(inner);
-  }
+  c.validate("config: " + path);
   return c;
 }
 

@@ -111,16 +111,22 @@ class ConfigFields {
   const std::string& path_;
 };
 
+// A config.json's top-level object, bounded before parsing (any model family).
+inline nlohmann::json read_config_object(const std::string& path) {
+  const JsonLimits limits{std::size_t{1} << 20, 32};  // a config.json is a few hundred bytes
+  const InputFile file(path, "config");
+  PLM_CHECK(file.size() <= limits.max_bytes, "config: ", path, ": ", file.size(), " bytes is far too large for a config.json (limit ",
+            limits.max_bytes, ")");
+  nlohmann::json j = parse_json(file.read_all(), "config", path, limits);
+  PLM_CHECK(j.is_object(), "config: ", path, ": the top level must be a JSON object, got ", j.type_name());
+  return j;
+}
+
 }  // namespace detail
 
 // Reads a Hugging Face T5 config.json (model_type "t5") and validates it.
 inline nn::T5Config read_t5_config(const std::string& path) {
-  const JsonLimits limits{std::size_t{1} << 20, 32};  // a config.json is a few hundred bytes
-  const detail::InputFile file(path, "config");
-  PLM_CHECK(file.size() <= limits.max_bytes, "config: ", path, ": ", file.size(), " bytes is far too large for a config.json (limit ",
-            limits.max_bytes, ")");
-  const nlohmann::json j = parse_json(file.read_all(), "config", path, limits);
-  PLM_CHECK(j.is_object(), "config: ", path, ": the top level must be a JSON object, got ", j.type_name());
+  const nlohmann::json j = detail::read_config_object(path);
   const detail::ConfigFields f(j, path);
 
   std::string model_type = "t5";

@@ -243,10 +243,12 @@ class Attention {
     if (c.rotary_len == n && c.cos.numel() == n * (s_.d_head / 2)) return;
     const index_t half = s_.d_head / 2;
     std::vector<T> cs(static_cast<std::size_t>(n * half)), sn(cs.size());
+    std::vector<double> inv_freq(static_cast<std::size_t>(half));
+    for (index_t i = 0; i < half; ++i)
+      inv_freq[static_cast<std::size_t>(i)] = 1.0 / std::pow(s_.rotary_base, static_cast<double>(2 * i) / static_cast<double>(s_.d_head));
     for (index_t t = 0; t < n; ++t)
       for (index_t i = 0; i < half; ++i) {
-        const double inv_freq = 1.0 / std::pow(s_.rotary_base, static_cast<double>(2 * i) / static_cast<double>(s_.d_head));
-        const double a = static_cast<double>(t) * inv_freq;
+        const double a = static_cast<double>(t) * inv_freq[static_cast<std::size_t>(i)];
         cs[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::cos(a));
         sn[static_cast<std::size_t>(t * half + i)] = static_cast<T>(std::sin(a));
       }
