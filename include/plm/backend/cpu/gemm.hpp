@@ -38,9 +38,13 @@ struct cpu_gemm {
       else cm.noalias() += alpha * am.transpose() * bm.transpose();
     };
     // Many small products (attention heads): one per thread. Large ones: one at a
-    // time, each threaded inside Eigen / BLAS.
+    // time, each threaded inside Eigen / BLAS, unless there are enough of them to
+    // give every thread the same number (long sequences: B x heads products of
+    // T x T): then whole products per thread, which saves a thread hand-off per
+    // product (measured 0.31 s -> 0.07 s for ESM-2 8M's scores at T = 510, 2 threads).
     const index_t flops = m * n * (k > 0 ? k : 1);
-    if (batch > 1 && flops < (index_t{1} << 21)) {
+    const index_t threads = num_threads();
+    if (batch > 1 && (flops < (index_t{1} << 21) || (threads > 1 && (batch % threads == 0 || batch >= 4 * threads)))) {
       parallel_for(batch, flops, [&](index_t b0, index_t b1) {
         for (index_t i = b0; i < b1; ++i) one(i);
       });
