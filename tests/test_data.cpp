@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "ops_test_support.hpp"
+#include "plm/data/classification_set.hpp"
 #include "plm/data/fasta.hpp"
 #include "plm/data/labelled.hpp"
 #include "plm/data/vocabulary.hpp"
@@ -761,6 +762,59 @@ TEST_CASE("split_by_cluster: clusters never straddle splits, shares met, seeded,
   ids.push_back("NEW");
   check_error([&] { split_by_cluster(ids, path, {0.1, 0.2}, 7); }, "protein 'NEW' has no cluster in", "clusters.tsv");
   check_error([&] { split_by_cluster(ids, path, {0.5, 0.5}, 7); }, "fractions");
+}
+
+TEST_CASE("predefined splits: a split table, or separate train / valid / test files, taken as given; errors name the protein") {
+  TempDir tmp;
+  const std::string fa = tmp.file("all.fasta"), lab = tmp.file("l.tsv"), sp = tmp.file("split.tsv");
+  write_file(fa, ">P1\nMKV\n>P2\nAAG\n>P3\nLLL\n>P4\nWWW\n");
+  write_file(lab, "P1\tcytoplasm\nP2\tnucleus\nP3\tnucleus\nP4\tcytoplasm\nP9\tnucleus\n");
+  write_file(sp, "# DeepLoc style\nP1\ttrain\nP2\tvalidation\nP3\ttest\nP4\ttrain\nP9\tdev\n");
+  const auto s = read_labelled(fa, lab);
+  CHECK(read_split_table(s.ids, sp) == std::vector<Split>{Split::train, Split::valid, Split::test, Split::train});
+  write_file(sp, "P1\ttrain\nP2\ttest\nP3\ttest\n");
+  check_error([&] { read_split_table(s.ids, sp); }, "protein 'P4' has no split in", "split.tsv");
+  write_file(sp, "P1\ttrain\nP2\tholdout\n");
+  check_error([&] { read_split_table(s.ids, sp); }, "split.tsv: id 'P2': split 'holdout' is not one of train");
+
+  const std::string tr = tmp.file("train.fasta"), va = tmp.file("valid.fasta"), te = tmp.file("test.fasta");
+  write_file(tr, ">P1\nMKV\n>P4\nWWW\n>U1\nAAA\n");
+  write_file(va, ">P2\nAAG\n");
+  write_file(te, ">P3\nLLL\n");
+  std::vector<Split> split;
+  const auto f = read_labelled_splits(tr, va, te, lab, split);
+  CHECK(f.ids == std::vector<std::string>{"P1", "P4", "P2", "P3"});
+  CHECK(f.sequences == std::vector<std::string>{"MKV", "WWW", "AAG", "LLL"});
+  CHECK(f.labels == std::vector<std::int32_t>{0, 0, 1, 1});  // class ids from the one table
+  CHECK(split == std::vector<Split>{Split::train, Split::train, Split::valid, Split::test});
+  CHECK(f.unlabelled == 1);  // U1
+  CHECK(f.missing == 1);     // P9
+  write_file(te, ">P3\nLLL\n>P1\nMKV\n");
+  check_error([&] { read_labelled_splits(tr, va, te, lab, split); }, "protein 'P1' is in", "train.fasta and in", "test.fasta");
+}
+
+TEST_CASE("make_classification_set: small classes dropped, classes renumbered; plm's vocabulary or a model's own tokenizer") {
+  LabelledSet set;
+  set.ids = {"P1", "P2", "P3", "P4", "P5"};
+  set.sequences = {"MKV", "AG", "LLW", "KK", "C"};
+  set.class_names = {"a", "b", "c"};
+  set.labels = {0, 2, 0, 1, 2};
+  const auto ankh3 = Vocabulary::ankh3();
+  const auto d = make_classification_set(set, ankh3, {2, 0});
+  CHECK(d.class_names == std::vector<std::string>{"a", "c"});  // "b" has one protein
+  CHECK(d.ids == std::vector<std::string>{"P1", "P2", "P3", "P5"});
+  CHECK(d.labels == std::vector<std::int32_t>{0, 1, 0, 1});
+  CHECK(d.tokens[1] == std::vector<std::int32_t>{ankh3.nlu_id(), ankh3.id_of("A"), ankh3.id_of("G"), ankh3.eos_id()});
+  // plm's vocabulary through the Tokenizer: the same ids
+  const auto same = make_classification_set(set, Tokenizer::load("ankh3"), InputStyle::words, {2, 0});
+  CHECK(same.tokens == d.tokens);
+  // an ESM tokenizer: <cls> residues <eos>, no task prefix
+  const auto esm = Tokenizer::from_directory((std::filesystem::path(PLM_FIXTURES_DIR) / "esm" / "tokenizer").string());
+  const auto e = make_classification_set(set, esm, InputStyle::string, {1, 2});
+  const auto& v = esm.vocabulary();
+  CHECK(e.ids == std::vector<std::string>{"P1", "P2"});
+  CHECK(e.tokens[1] == std::vector<std::int32_t>{v.id_of("<cls>"), v.id_of("A"), v.id_of("G"), v.id_of("<eos>")});
+  check_error([&] { make_classification_set(set, ankh3, {3, 0}); }, "0 of 3 classes have at least 3 proteins");
 }
 
 TEST_CASE("PairList: partners and non-partners both ways, errors with file:line") {

@@ -12,11 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "hf_fixture_support.hpp"
 #include "ops_test_support.hpp"
+#include "plm/io/backbone.hpp"
 #include "plm/io/esm_checkpoint.hpp"
 #include "plm/nn/esm.hpp"
 #include "plm/objectives/cross_entropy.hpp"
 #include "plm/samplers/mlm.hpp"
+#include "plm/train/embed.hpp"
 #include "plm/train/variant_effects.hpp"
 
 using namespace plm;
@@ -28,57 +31,11 @@ namespace {
 
 std::string esm_fixture(const std::string& name) { return (fs::path(PLM_FIXTURES_DIR) / "esm" / name).string(); }
 
-// The hash the fixture script draws weights from: splitmix64 of fnv1a(name) + i.
-double hash_uniform(const std::string& name, std::uint64_t i) {
-  std::uint64_t h = 0xCBF29CE484222325ull;
-  for (unsigned char ch : name) h = (h ^ ch) * 0x100000001B3ull;
-  std::uint64_t z = h + i + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  z = z ^ (z >> 31);
-  return 2.0 * (static_cast<double>(z >> 11) * 0x1.0p-53) - 1.0;
-}
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  REQUIRE(f);
-  return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-}
-void write_text(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f << text;
-  REQUIRE(f.good());
-}
 double max_abs_diff(ConstView<cpu, float> a, ConstView<cpu, float> b) {
   REQUIRE(a.shape() == b.shape());
   double d = 0;
   for (index_t i = 0; i < a.numel(); ++i) d = std::max(d, static_cast<double>(std::abs(a.data()[i] - b.data()[i])));
   return d;
-}
-bool ends_with(const std::string& s, const std::string& e) { return s.size() >= e.size() && s.compare(s.size() - e.size(), e.size(), e) == 0; }
-
-template <class T>
-void hash_parameters(ParameterSet<cpu, T>& ps) {
-  for (index_t p = 0; p < ps.size(); ++p) {
-    const std::string& name = ps.entry(p).name;
-    const bool norm = ends_with(name, "LayerNorm.weight") || ends_with(name, "layer_norm.weight") || ends_with(name, "emb_layer_norm_after.weight");
-    auto v = ps.value(p);
-    for (index_t i = 0; i < v.numel(); ++i) {
-      const double u = hash_uniform(name, static_cast<std::uint64_t>(i));
-      v.data()[i] = static_cast<T>(norm ? 1.0 + 0.2 * u : 0.1 * u);
-    }
-  }
-}
-
-// max |a - b| / max |b|
-template <class T>
-double rel_diff(ConstView<cpu, T> a, ConstView<cpu, double> b) {
-  REQUIRE(a.shape() == b.shape());
-  double num = 0, den = 0;
-  for (index_t i = 0; i < a.numel(); ++i) {
-    num = std::max(num, std::abs(static_cast<double>(a.data()[i]) - b.data()[i]));
-    den = std::max(den, std::abs(b.data()[i]));
-  }
-  return den > 0 ? num / den : num;
 }
 
 template <class T>
@@ -87,7 +44,7 @@ void check_case(const std::string& name, double tol, double grad_tol) {
   const std::string dir = esm_fixture(name);
   const EsmConfig cfg = io::read_esm_config(dir + "/config.json");
   EsmModel<cpu, T> m(cfg);
-  hash_parameters(m.params());
+  fixture_hash_parameters(m.params());
   const io::SafetensorsReader ref(dir + "/io.safetensors");
   const auto ids = ref.load<std::int32_t>("ids");
   const auto valid32 = ref.load<std::int32_t>("valid");
@@ -99,7 +56,7 @@ void check_case(const std::string& name, double tol, double grad_tol) {
   typename EsmModel<cpu, T>::Cache c;
   Tensor<cpu, T> logits(Shape{Bn, Tn, cfg.vocab_size}), dlogits(logits.shape());
   m.forward(ids.cview(), valid.cview(), logits.view(), c);
-  const double logits_diff = rel_diff<T>(logits.cview(), ref.load<double>("logits").cview());
+  const double logits_diff = rel_to_largest<T>(logits.cview(), ref.load<double>("logits").cview());
   CHECK(logits_diff < tol);
   double worst_grad = 0;
   for (const auto& t : ref.tensors()) {
@@ -107,33 +64,16 @@ void check_case(const std::string& name, double tol, double grad_tol) {
     const index_t k = std::stoll(t.name.substr(7));
     const Tensor<cpu, T>& h = k == cfg.num_hidden_layers ? c.out : c.hidden[static_cast<std::size_t>(k)];
     INFO("hidden state ", k);
-    CHECK(rel_diff<T>(h.cview(), ref.load<double>(t.name).cview()) < tol);
+    CHECK(rel_to_largest<T>(h.cview(), ref.load<double>(t.name).cview()) < tol);
   }
   const objectives::CrossEntropy<cpu, T> ce(-100);
   const auto r = ce(logits.cview(), labels.cview(), dlogits.view());
   CHECK(std::abs(r.loss - ref.load<double>("loss").data()[0]) < tol * 10);
   m.params().zero_grad();
   m.backward(dlogits.cview(), c);
-  index_t checked = 0;
-  for (index_t p = 0; p < m.params().size(); ++p) {
-    const std::string& pname = m.params().entry(p).name;
-    INFO("gradient of ", pname);
-    const ConstView<cpu, T> g = m.params().grad(p);
-    if (ref.contains("grad." + pname)) {
-      const double d = rel_diff<T>(g, ref.load<double>("grad." + pname).cview());
-      worst_grad = std::max(worst_grad, d);
-      CHECK(d < grad_tol);
-      ++checked;
-    } else if (ref.contains("probe." + pname)) {
-      double proj = 0;
-      for (index_t i = 0; i < g.numel(); ++i) proj += static_cast<double>(g.data()[i]) * hash_uniform(pname + "#probe", static_cast<std::uint64_t>(i));
-      const double want = ref.load<double>("probe." + pname).data()[0], scale = ref.load<double>("probe_abs." + pname).data()[0];
-      worst_grad = std::max(worst_grad, std::abs(proj - want) / scale);
-      CHECK(std::abs(proj - want) <= grad_tol * scale + 1e-300);
-      ++checked;
-    }
-  }
-  CHECK(checked == m.params().size());
+  // every parameter's gradient (full or projected), relative to its own scale floored at
+  // 1e-3 of the model's: without rotary (ESM-1b) a key bias's gradient is zero but for rounding
+  worst_grad = check_fixture_gradients(m.params(), ref, grad_tol);
   const std::string what = name + (sizeof(T) == 8 ? " in double" : " in float");
   MESSAGE(what, ": logits within ", logits_diff, " of the largest, gradients within ", worst_grad);
 }
@@ -141,11 +81,13 @@ void check_case(const std::string& name, double tol, double grad_tol) {
 }  // namespace
 
 TEST_CASE("EsmModel matches transformers EsmForMaskedLM: logits, loss, hidden states, every gradient (double)") {
-  for (const char* name : {"esm2_8m_shape", "small_padded", "small_untied_no_token_dropout"}) check_case<double>(name, 1e-13, 1e-13);
+  for (const char* name : {"esm2_8m_shape", "small_padded", "small_untied_no_token_dropout", "esm1b_small"})
+    check_case<double>(name, 1e-13, 1e-13);
 }
 
 TEST_CASE("EsmModel matches transformers EsmForMaskedLM in float") {
-  for (const char* name : {"esm2_8m_shape", "small_padded", "small_untied_no_token_dropout"}) check_case<float>(name, 1e-5, 2e-5);
+  for (const char* name : {"esm2_8m_shape", "small_padded", "small_untied_no_token_dropout", "esm1b_small"})
+    check_case<float>(name, 1e-5, 2e-5);
 }
 
 TEST_CASE("EsmModel: finite differences of the masked-LM loss in double, token dropout and padding") {
@@ -196,14 +138,19 @@ TEST_CASE("ESM config.json: transformers' keys and defaults, what plm cannot bui
   CHECK(c.layer_norm_eps == doctest::Approx(1e-5));
   TempDir tmp;
   const auto with = [&](const std::string& key, const nlohmann::json& v) {
-    nlohmann::json j = nlohmann::json::parse(read_text(esm_fixture("esm2_8m_shape") + "/config.json"));
+    nlohmann::json j = nlohmann::json::parse(read_text_file(esm_fixture("esm2_8m_shape") + "/config.json"));
     if (v.is_null()) j.erase(key);
     else j[key] = v;
     const std::string p = tmp.file("config.json");
-    write_text(p, j.dump());
+    write_file(p, j.dump());
     return p;
   };
-  check_error([&] { io::read_esm_config(with("position_embedding_type", "absolute")); }, "position_embedding_type 'absolute'");
+  check_error([&] { io::read_esm_config(with("position_embedding_type", "relative_key")); }, "position_embedding_type 'relative_key'");
+  EsmConfig esm1b = io::read_esm_config(esm_fixture("esm1b_small") + "/config.json");  // ESM-1b's embeddings are read
+  CHECK(esm1b.position_embedding_type == "absolute");
+  CHECK(esm1b.emb_layer_norm_before);
+  esm1b.max_position_embeddings = 2;
+  check_error([&] { esm1b.validate(); }, "absolute positions count from pad_token_id + 1 = 2");
   check_error([&] { io::read_esm_config(with("model_type", "t5")); }, "'model_type' is 't5', expected 'esm'");
   check_error([&] { io::read_esm_config(with("is_folding_model", true)); }, "ESMFold");
   check_error([&] { io::read_esm_config(with("num_attention_heads", 7)); }, "not a multiple of num_attention_heads 7");
@@ -231,8 +178,8 @@ TEST_CASE("ESM checkpoints: save_esm then load_esm gives the same model; gamma /
   keep.reserve(saved.tensors().size());
   for (const auto& t : saved.tensors()) {
     std::string n = t.name;
-    if (ends_with(n, "LayerNorm.weight")) n = n.substr(0, n.size() - 6) + "gamma";
-    if (ends_with(n, "LayerNorm.bias")) n = n.substr(0, n.size() - 4) + "beta";
+    if (name_ends_with(n, "LayerNorm.weight")) n = n.substr(0, n.size() - 6) + "gamma";
+    if (name_ends_with(n, "LayerNorm.bias")) n = n.substr(0, n.size() - 4) + "beta";
     keep.push_back(saved.load<float>(t.name));
     renamed.add<float>(n, keep.back().cview());
   }
@@ -250,7 +197,7 @@ TEST_CASE("ESM checkpoints: save_esm then load_esm gives the same model; gamma /
 TEST_CASE("EsmTokenizer's vocab.txt: the ids transformers gives, in both call styles, and where each token came from") {
   const auto tok = data::Tokenizer::from_directory(esm_fixture("tokenizer"));
   CHECK(tok.is_pretrained());
-  const nlohmann::json cases = nlohmann::json::parse(read_text(esm_fixture("tokenizer_ids.json")));
+  const nlohmann::json cases = nlohmann::json::parse(read_text_file(esm_fixture("tokenizer_ids.json")));
   REQUIRE(cases.size() >= 6);
   for (const auto& c : cases) {
     const std::string seq = c.at("sequence").get<std::string>();
@@ -267,20 +214,20 @@ TEST_CASE("EsmTokenizer's vocab.txt: the ids transformers gives, in both call st
   CHECK(!e.holds_residue(5));
   // a vocab.txt of another tokenizer class is refused by name
   TempDir tmp;
-  const std::string bert = tmp.file("bert");
-  fs::create_directories(bert);
-  fs::copy_file(esm_fixture("tokenizer") + "/vocab.txt", bert + "/vocab.txt");
-  write_text(bert + "/tokenizer_config.json", "{\"tokenizer_class\": \"BertTokenizer\"}");
-  check_error([&] { (void)data::Tokenizer::from_directory(bert); }, "vocab.txt of a BertTokenizer");
+  const std::string other = tmp.file("other");
+  fs::create_directories(other);
+  fs::copy_file(esm_fixture("tokenizer") + "/vocab.txt", other + "/vocab.txt");
+  write_file(other + "/tokenizer_config.json", "{\"tokenizer_class\": \"XLNetTokenizer\"}");
+  check_error([&] { (void)data::Tokenizer::from_directory(other); }, "vocab.txt of a XLNetTokenizer");
 }
 
 TEST_CASE("masked-marginal scores of 20 ubiquitin mutations equal transformers', batched or not") {
   const std::string dir = esm_fixture("small_padded");
   const EsmConfig cfg = io::read_esm_config(dir + "/config.json");
   EsmModel<cpu, double> m(cfg);
-  hash_parameters(m.params());
+  fixture_hash_parameters(m.params());
   const auto tok = data::Tokenizer::from_directory(esm_fixture("tokenizer"));
-  const nlohmann::json spec = nlohmann::json::parse(read_text(esm_fixture("mutations.json")));
+  const nlohmann::json spec = nlohmann::json::parse(read_text_file(esm_fixture("mutations.json")));
   std::vector<train::Mutation> muts;
   for (const auto& s : spec.at("muts")) muts.push_back(train::Mutation::parse(s.get<std::string>()));
   const std::string seq = spec.at("seq").get<std::string>();
@@ -300,6 +247,69 @@ TEST_CASE("masked-marginal scores of 20 ubiquitin mutations equal transformers',
   check_error([&] { (void)train::Mutation::parse("M1"); }, "wrong length");
   check_error([&] { (void)train::Mutation::parse("MxA"); }, "position must be a number");
   check_error([&] { (void)train::masked_marginal_scores(m, tok, seq, {train::Mutation::parse("M1J")}); }, "'J' is not a token");
+}
+
+TEST_CASE("train::embed on an ESM model: transformers' mean over residue tokens, final and inner layers, padded batches") {
+  const std::string dir = esm_fixture("small_padded");
+  const EsmConfig cfg = io::read_esm_config(dir + "/config.json");
+  EsmModel<cpu, double> m(cfg);
+  fixture_hash_parameters(m.params());
+  const auto tok = data::Tokenizer::from_directory(esm_fixture("tokenizer"));
+  const nlohmann::json spec = nlohmann::json::parse(read_text_file(esm_fixture("embed.json")));
+  std::vector<std::string> seqs;
+  for (const auto& s : spec.at("seqs")) seqs.push_back(s.get<std::string>());
+  const io::SafetensorsReader fixture(dir + "/io.safetensors");
+  for (const long budget : {1L, 200L}) {  // one protein per batch, or all three padded together
+    train::EmbedOptions o;
+    o.layers = spec.at("layers").get<std::vector<int>>();
+    o.style = data::InputStyle::string;
+    o.token_budget = budget;
+    const train::Embeddings e = train::embed(m, tok, seqs, o);
+    for (std::size_t li = 0; li < o.layers.size(); ++li) {
+      const auto want = fixture.load<double>("embed.mean." + std::to_string(o.layers[li]));
+      const auto& got = e.layers[li].mean;
+      REQUIRE(got.shape() == want.shape());
+      double worst = 0;
+      for (index_t i = 0; i < got.numel(); ++i)
+        worst = std::max(worst, std::abs(double(got.data()[i]) - want.data()[i]) / (std::abs(want.data()[i]) + 1e-3));
+      INFO("layer ", o.layers[li], " budget ", budget);
+      CHECK(worst < 1e-6);  // train::embed stores float32
+    }
+  }
+}
+
+TEST_CASE("EsmModel encoder-only: no LM or contact head, loads the encoder of a full checkpoint, refuses forward()") {
+  TempDir tmp;
+  const EsmConfig cfg = io::read_esm_config(esm_fixture("small_padded") + "/config.json");
+  EsmModel<cpu, double> full(cfg, 5);
+  const std::string dir = tmp.file("esm");
+  io::save_esm<double>(full, dir);
+  ParameterSet<cpu, double> ps;
+  EsmModel<cpu, double> enc(ps, cfg, nn::encoder_only);
+  ps.allocate();
+  CHECK_FALSE(enc.has_lm_head());
+  for (const auto& e : ps.entries()) {
+    INFO(e.name);
+    CHECK(e.name.rfind("esm.", 0) == 0);
+    CHECK(e.name.find("contact_head") == std::string::npos);
+  }
+  io::load_esm_weights(enc, dir);
+  Tensor<cpu, std::int32_t> ids(Shape{1, 6});
+  for (index_t t = 0; t < 6; ++t) ids.data()[t] = static_cast<std::int32_t>(t == 0 ? 0 : t == 5 ? 2 : 4 + t);
+  EsmModel<cpu, double>::Cache ca, cb;
+  Tensor<cpu, double> a(Shape{1, 6, cfg.hidden_size}), b(a.shape());
+  full.encode(ids.cview(), {}, a.view(), ca);
+  enc.encode(ids.cview(), {}, b.view(), cb);
+  for (index_t i = 0; i < a.numel(); ++i) CHECK(a.data()[i] == b.data()[i]);
+  Tensor<cpu, double> logits(Shape{1, 6, cfg.vocab_size});
+  check_error([&] { enc.forward(ids.cview(), {}, logits.view(), cb); }, "encoder-only");
+  // The encoder interface shared with T5Model.
+  CHECK(enc.d_model() == cfg.hidden_size);
+  CHECK(enc.num_encoder_layers() == cfg.num_hidden_layers);
+  CHECK(enc.hidden_state(cb, 0).shape() == a.shape());
+  check_error([&] { (void)enc.hidden_state(cb, cfg.num_hidden_layers + 1); }, "outside 0..");
+  // A directory's family, as programs pick the loader.
+  CHECK(io::read_model_type(dir) == "esm");
 }
 
 TEST_CASE("masked-LM examples: 15% of residues selected, 80/10/10, never a special token, the same for the same key") {
@@ -351,4 +361,43 @@ TEST_CASE("masked-LM examples: 15% of residues selected, 80/10/10, never a speci
   CHECK(b.tokens == static_cast<index_t>(3 + e.size()));
   o.select_probability = 0;
   check_error([&] { (void)samplers::mask_for_mlm(e, mask, residues, o, 0); }, "select_probability 0");
+}
+
+TEST_CASE("EsmModel with ESM-1b's embeddings: finite differences of the masked-LM loss in double, positions from the padding index") {
+  EsmConfig cfg;
+  cfg.hidden_size = 8, cfg.num_hidden_layers = 2, cfg.num_attention_heads = 2, cfg.intermediate_size = 12;
+  cfg.position_embedding_type = "absolute", cfg.emb_layer_norm_before = true, cfg.max_position_embeddings = 9;
+  EsmModel<cpu, double> m(cfg, 5);
+  testing::fill_uniform<double>(m.params().values(), 3, 9, -0.6, 0.6);
+  Tensor<cpu, std::int32_t> ids(Shape{2, 6}), labels(Shape{2, 6});
+  Tensor<cpu, std::uint8_t> valid(Shape{2, 6});
+  const std::int32_t rows[2][6] = {{0, 5, 32, 7, 9, 2}, {0, 12, 32, 2, 1, 1}};
+  for (index_t b = 0; b < 2; ++b)
+    for (index_t t = 0; t < 6; ++t) {
+      ids.at(b, t) = rows[b][t];
+      valid.at(b, t) = rows[b][t] != 1;
+      labels.at(b, t) = rows[b][t] == 32 ? 6 : (t == 1 ? rows[b][t] : -100);
+    }
+  typename EsmModel<cpu, double>::Cache c;
+  Tensor<cpu, double> logits(Shape{2, 6, cfg.vocab_size}), dlogits(logits.shape());
+  const objectives::CrossEntropy<cpu, double> ce(-100);
+  auto loss = [&] {
+    m.forward(ids.cview(), valid.cview(), logits.view(), c);
+    return ce(logits.cview(), labels.cview()).loss;
+  };
+  m.forward(ids.cview(), valid.cview(), logits.view(), c);
+  ce(logits.cview(), labels.cview(), dlogits.view());
+  m.params().zero_grad();
+  m.backward(dlogits.cview(), c);
+  Tensor<cpu, double> g(m.params().grads().shape());
+  ops<cpu>::copy(ConstView<cpu, double>(m.params().grads()), g.view());
+  expect_ok(testing::check_gradient(m.params().values(), g.cview(), loss), "EsmModel (ESM-1b) parameters");
+  // positions 2, 3, ... along the tokens, the padding index (1) at padding
+  const std::int32_t want[2][6] = {{2, 3, 4, 5, 6, 7}, {2, 3, 4, 5, 1, 1}};
+  for (index_t b = 0; b < 2; ++b)
+    for (index_t t = 0; t < 6; ++t) CHECK(c.position_ids.at(b, t) == want[b][t]);
+  Tensor<cpu, std::int32_t> long_ids(Shape{1, 8});
+  for (index_t t = 0; t < 8; ++t) long_ids.at(0, t) = 5;
+  Tensor<cpu, double> long_logits(Shape{1, 8, cfg.vocab_size});
+  check_error([&] { m.forward(long_ids, {}, long_logits, c); }, "row 0 holds more than 7 tokens");
 }

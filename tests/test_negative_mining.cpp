@@ -6,6 +6,7 @@
 // states H (and the encoder's parameters) and every parameter to
 // cross-entropy + lambda * attention loss, and for their errors on bad input.
 #include "ops_test_support.hpp"
+#include "plm/nn/esm.hpp"
 #include "plm/nn/pair_attention.hpp"
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/negative_mining.hpp"
@@ -298,4 +299,25 @@ TEST_CASE("NegativeMiningModel: step's gradients through the encoder equal finit
   CHECK(a.shape() == Shape({3, 8}));
   CHECK(max_rel_diff<double, double>(a.cview().slice(1, 2), b.cview()) < 1e-12);
   check_error([&] { frozen.step(tokens, {0, 1}, nb, 0, false); }, "anchor item 2 outside the 2 labels");
+}
+
+TEST_CASE("NegativeMiningModel on an ESM-2 backbone: encoder-only, gradients through rotary attention and token factors") {
+  nn::EsmConfig c;
+  c.hidden_size = 8, c.num_attention_heads = 2, c.intermediate_size = 12, c.num_hidden_layers = 1;
+  // ESM-style rows: <cls> residues <eos>, padded with <pad> = 1; one <mask> so token dropout rescales a row
+  const std::vector<std::vector<std::int32_t>> tokens = {{0, 5, 6, 7, 2}, {0, 8, 32, 2}, {0, 9, 10, 11, 4, 2}, {0, 5, 2},
+                                                         {0, 12, 13, 14, 15, 16, 2}, {0, 17, 2}};
+  const std::vector<std::int32_t> labels = {0, 1, 2, 0, 1, 2};
+  const auto nb = samplers::make_negative_batch({0, 1, 2}, {{4, 5}, {}, {1}}, {3, -1, 5});
+  using Model = train::NegativeMiningModel<nn::EsmModel<cpu, double>>;
+  Model m(c, {0, 3, 3}, {NegativeMiningLoss::squared, 0.7, 0.5}, 5);
+  auto& ps = m.params();
+  CHECK(m.d_model() == 8);
+  CHECK(ps.find("esm.encoder.layer.0.attention.self.query.weight") >= 0);
+  CHECK(ps.find("lm_head.dense.weight") < 0);  // no LM head: nothing the optimizer would decay for nothing
+  ps.zero_grad();
+  const auto r = m.step(tokens, labels, nb, c.pad_token_id, true);
+  CHECK(r.attention > 0);
+  expect_ok(testing::check_gradient(ps.values(), ps.grads(), [&] { return m.step(tokens, labels, nb, c.pad_token_id, false).total(); }),
+            "NegativeMiningModel<EsmModel>: every parameter");
 }

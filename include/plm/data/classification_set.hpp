@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "plm/data/labelled.hpp"
+#include "plm/data/tokenizer.hpp"
 #include "plm/data/vocabulary.hpp"
 
 namespace plm::data {
@@ -43,8 +44,10 @@ struct ClassificationSet {
   }
 };
 
-// Needs at least two classes left: a classifier of one class learns nothing.
-inline ClassificationSet make_classification_set(const LabelledSet& set, const Vocabulary& vocab, const ClassificationOptions& o = {}) {
+namespace detail {
+// encode(sequence, id, tokens) appends a protein's ids.
+template <class Encode>
+ClassificationSet make_classification_set(const LabelledSet& set, const Vocabulary& vocab, const ClassificationOptions& o, Encode&& encode) {
   std::vector<std::size_t> count(set.class_names.size(), 0);
   for (auto y : set.labels) ++count[static_cast<std::size_t>(y)];
   std::vector<std::int32_t> remap(count.size(), -1);
@@ -62,12 +65,34 @@ inline ClassificationSet make_classification_set(const LabelledSet& set, const V
     if (y < 0) continue;
     std::vector<std::int32_t> t;
     if (prefix) t.push_back(vocab.nlu_id());
-    vocab.encode_into(set.sequences[i], t, EncodeOptions{}, set.ids[i]);
+    encode(set.sequences[i], set.ids[i], t);
     d.ids.push_back(set.ids[i]);
     d.tokens.push_back(std::move(t));
     d.labels.push_back(y);
   }
   return d;
+}
+}  // namespace detail
+
+// Needs at least two classes left: a classifier of one class learns nothing.
+// Each protein is plm's encoding of its residues, then </s>.
+inline ClassificationSet make_classification_set(const LabelledSet& set, const Vocabulary& vocab, const ClassificationOptions& o = {}) {
+  return detail::make_classification_set(set, vocab, o, [&](const std::string& seq, const std::string& id, std::vector<std::int32_t>& t) {
+    vocab.encode_into(seq, t, EncodeOptions{}, id);
+  });
+}
+
+// The same with a model's own tokenizer: its ids and special tokens (e.g. ESM's
+// <cls> ... <eos>); for plm's vocabularies the same ids as above.
+inline ClassificationSet make_classification_set(const LabelledSet& set, const Tokenizer& tok, InputStyle style,
+                                                 const ClassificationOptions& o = {}) {
+  Encoding e;
+  return detail::make_classification_set(set, tok.vocabulary(), o,
+                                         [&](const std::string& seq, const std::string& id, std::vector<std::int32_t>& t) {
+                                           e.clear();
+                                           tok.encode(seq, style, e, id);
+                                           t.insert(t.end(), e.ids.begin(), e.ids.end());
+                                         });
 }
 
 }  // namespace plm::data

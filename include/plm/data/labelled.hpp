@@ -216,4 +216,55 @@ inline std::vector<Split> split_by_cluster(const std::vector<std::string>& ids, 
   return out;
 }
 
+// A split given with the data, as benchmarks ship them (DeepLoc, FLIP, ...):
+// one "ID<TAB>SPLIT" per line, SPLIT one of train, valid (or validation, dev)
+// and test; every protein of `ids` must be listed (ids of the table absent
+// from `ids` are ignored).
+inline Split parse_split_name(const std::string& name, const std::string& where) {
+  if (name == "train") return Split::train;
+  if (name == "valid" || name == "validation" || name == "dev") return Split::valid;
+  if (name == "test") return Split::test;
+  PLM_FAIL(where, ": split '", name, "' is not one of train, valid (validation, dev), test");
+}
+inline std::vector<Split> read_split_table(const std::vector<std::string>& ids, const std::string& path) {
+  const LabelTable table = LabelTable::read(path);
+  std::unordered_map<std::string, Split> split_of;
+  for (std::size_t r = 0; r < table.rows.size(); ++r)
+    split_of.emplace(table.rows[r].first, parse_split_name(table.rows[r].second, path + ": id '" + table.rows[r].first + "'"));
+  std::vector<Split> out;
+  out.reserve(ids.size());
+  for (const auto& id : ids) {
+    const auto it = split_of.find(id);
+    PLM_CHECK(it != split_of.end(), "read_split_table: protein '", id, "' has no split in ", path);
+    out.push_back(it->second);
+  }
+  return out;
+}
+
+// Proteins of separate train / valid / test FASTA files, labelled by one table
+// (so class ids agree across the files); split[i] says which file protein i
+// came from. An id in two files is refused, naming both.
+inline LabelledSet read_labelled_splits(const std::string& train, const std::string& valid, const std::string& test,
+                                        const std::string& labels, std::vector<Split>& split, const FastaOptions& fo = {}) {
+  LabelledSet all;
+  split.clear();
+  std::unordered_map<std::string, const std::string*> file_of;
+  const std::pair<const std::string*, Split> files[] = {{&train, Split::train}, {&valid, Split::valid}, {&test, Split::test}};
+  for (const auto& [file, sp] : files) {
+    LabelledSet s = read_labelled(*file, labels, fo);
+    all.class_names = s.class_names;  // from the table alone: the same for every file
+    all.unlabelled += s.unlabelled;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+      const auto [it, fresh] = file_of.emplace(s.ids[i], file);
+      PLM_CHECK(fresh, "read_labelled_splits: protein '", s.ids[i], "' is in ", *it->second, " and in ", *file);
+      all.ids.push_back(std::move(s.ids[i]));
+      all.sequences.push_back(std::move(s.sequences[i]));
+      all.labels.push_back(s.labels[i]);
+      split.push_back(sp);
+    }
+  }
+  for (const auto& row : LabelTable::read(labels).rows) all.missing += file_of.count(row.first) == 0;
+  return all;
+}
+
 }  // namespace plm::data

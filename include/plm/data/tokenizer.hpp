@@ -232,18 +232,21 @@ class Tokenizer {
       const std::string cls = config.is_object() && config.contains("tokenizer_class") && config.at("tokenizer_class").is_string()
                                   ? config.at("tokenizer_class").get<std::string>()
                                   : std::string();
+      if (cls == "BertTokenizer" || cls == "BertTokenizerFast") return from_bert_vocab((d / "vocab.txt").string());
       PLM_CHECK(cls.empty() || cls == "EsmTokenizer", "Tokenizer: ", dir, ": vocab.txt of a ", cls,
-                ", which plm does not reproduce (it reads an EsmTokenizer's vocab.txt, a tokenizer.json or a spiece.model)");
+                ", which plm does not reproduce (it reads an EsmTokenizer's or a BertTokenizer's vocab.txt, a tokenizer.json or a "
+                "spiece.model)");
       return from_esm_vocab((d / "vocab.txt").string());
     }
     PLM_FAIL("Tokenizer: ", dir, ": no tokenizer.json, spiece.model or vocab.txt (give the vocabulary explicitly, e.g. --vocab ankh3)");
   }
 
-  // As command lines take it: "ankh3" / "ankh" (presets), a directory, a
+  // As command lines take it: "ankh3" / "ankh" / "esm2" (presets), a directory, a
   // tokenizer.json, a spiece.model, or a one-token-per-line vocabulary file.
   static Tokenizer load(const std::string& spec) {
     if (spec == "ankh3") return Tokenizer(Vocabulary::ankh3(), "ankh3 preset");
     if (spec == "ankh") return Tokenizer(Vocabulary::ankh(), "ankh preset");
+    if (spec == "esm2") return esm2();
     std::error_code ec;
     if (std::filesystem::is_directory(spec, ec)) return from_directory(spec);
     const auto ends_with = [&](std::string_view suffix) {
@@ -318,6 +321,49 @@ class Tokenizer {
   // around it dropped, as transformers reads it. <cls>, <pad>, <eos>, <unk> and
   // <mask> (or the names of tokenizer_config.json) must be among the tokens.
   static Tokenizer from_esm_vocab(const std::string& path) {
+    const std::vector<std::string> tokens = read_vocab_lines(path);
+    Specials sp = specials_near(path);
+    if (!config_near(path).is_object()) sp.eos = "<eos>";  // EsmTokenizer's defaults
+    std::string cls = "<cls>";
+    for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
+      const std::filesystem::path f = std::filesystem::path(path).parent_path() / name;
+      std::error_code ec;
+      if (!std::filesystem::exists(f, ec)) continue;
+      if (auto v = detail::token_name(Vocabulary::read_json(f.string()), "cls_token")) cls = *v;
+    }
+    sp.nlu = sp.s2s = "";
+    return esm_tokenizer(tokens, sp, cls, path, files_beside(path), Kind::esm);
+  }
+
+  // The vocab.txt of a BertTokenizer with one-letter residue tokens (ProtBert:
+  // Rostlab/prot_bert), as its model card calls it, residues separated by
+  // spaces: [CLS] one token per residue ([UNK] where the letter is not in the
+  // vocabulary) [SEP]. Only the words call style reproduces it (a string of
+  // residues is one word to BERT, whose WordPiece pieces ProtBert's vocabulary
+  // lacks); a tokenizer that lower-cases (do_lower_case, BertTokenizer's
+  // default) would turn every residue into [UNK] and is refused.
+  static Tokenizer from_bert_vocab(const std::string& path) {
+    const std::vector<std::string> tokens = read_vocab_lines(path);
+    const nlohmann::json config = config_near(path);
+    PLM_CHECK(config.is_object() && config.contains("do_lower_case") && config.at("do_lower_case").is_boolean() &&
+                  !config.at("do_lower_case").get<bool>(),
+              "Tokenizer: ", path, ": a BertTokenizer lower-cases its input unless tokenizer_config.json says \"do_lower_case\": false "
+              "(ProtBert's does); lower-cased residues would all be [UNK]");
+    Specials sp;  // BertTokenizer's defaults, then the config files'
+    sp.pad = "[PAD]", sp.unk = "[UNK]", sp.eos = "[SEP]", sp.nlu = sp.s2s = "";
+    const Specials near = specials_near(path);
+    const Specials plain;
+    if (near.pad != plain.pad) sp.pad = near.pad;
+    if (near.unk != plain.unk) sp.unk = near.unk;
+    if (near.eos != plain.eos) sp.eos = near.eos;
+    std::string cls = "[CLS]";
+    if (auto v = detail::token_name(config, "cls_token")) cls = *v;
+    return esm_tokenizer(tokens, sp, cls, path, files_beside(path), Kind::bert);
+  }
+
+ private:
+  // A vocab.txt: a token per line, spaces around it dropped, as transformers reads it.
+  static std::vector<std::string> read_vocab_lines(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
     PLM_CHECK(in, "Tokenizer: ", path, ": cannot open");
     std::error_code ec;
@@ -335,24 +381,25 @@ class Tokenizer {
       tokens.push_back(std::move(t));
     }
     PLM_CHECK(!in.bad(), "Tokenizer: ", path, ": read error");
-    Specials sp = specials_near(path);
-    if (!config_near(path).is_object()) sp.eos = "<eos>";  // EsmTokenizer's defaults
-    std::string cls = "<cls>";
-    for (const char* name : {"special_tokens_map.json", "tokenizer_config.json"}) {
-      const std::filesystem::path f = std::filesystem::path(path).parent_path() / name;
-      if (!std::filesystem::exists(f, ec)) continue;
-      if (auto v = detail::token_name(Vocabulary::read_json(f.string()), "cls_token")) cls = *v;
-    }
-    sp.nlu = sp.s2s = "";
-    Tokenizer t(Vocabulary::from_tokens(tokens, sp, path), path);
-    t.kind_ = Kind::esm;
-    t.files_ = files_beside(path);
-    const auto cls_id = t.vocab_->find(cls);
-    PLM_CHECK(cls_id.has_value(), "Tokenizer: ", path, ": no ", cls, " token (EsmTokenizer puts it before every sequence)");
-    for (const auto& tok : tokens) t.max_piece_bytes_ = std::max(t.max_piece_bytes_, tok.size());
-    t.post_ = {*cls_id, -1, t.vocab_->eos_id()};
-    return t;
+    return tokens;
   }
+
+ public:
+
+  // ESM-2's alphabet (33 tokens: <cls> 0, <pad> 1, <eos> 2, <unk> 3, L A G V S
+  // E R T I D P K Q N F Y M H W C X B U Z O . -, <null_1>, <mask> 32),
+  // tokenized as EsmTokenizer does; io::save_tokenizer writes it as vocab.txt
+  // and EsmTokenizer's config files.
+  static Tokenizer esm2() {
+    std::vector<std::string> tokens = {"<cls>", "<pad>", "<eos>", "<unk>"};
+    for (const char c : std::string_view("LAGVSERTIDPKQNFYMHWCXBUZO.-")) tokens.emplace_back(1, c);
+    tokens.insert(tokens.end(), {"<null_1>", "<mask>"});
+    Specials sp;
+    sp.eos = "<eos>", sp.nlu = sp.s2s = "";
+    return esm_tokenizer(tokens, sp, "<cls>", "esm2 alphabet", {}, Kind::esm);
+  }
+  // True for EsmTokenizer's encoding (a vocab.txt or the esm2() alphabet).
+  bool is_esm() const { return kind_ == Kind::esm; }
 
   const Vocabulary& vocabulary() const { return *vocab_; }
   const std::string& source() const { return source_; }
@@ -381,6 +428,8 @@ class Tokenizer {
       out.push(vocab_->eos_id(), static_cast<std::int32_t>(ids.size()), static_cast<std::int32_t>(ids.size()));
       return;
     }
+    PLM_CHECK(kind_ != Kind::bert || style == InputStyle::words, "Tokenizer: ", source_,
+              ": a BertTokenizer (ProtBert) reads residues separated by spaces; use the words call style (--tokenize words)");
     const auto n = static_cast<std::int32_t>(sequence.size());
     for (const std::int32_t special : post_) {
       if (special >= 0) {
@@ -401,7 +450,7 @@ class Tokenizer {
   }
 
  private:
-  enum class Kind { vocabulary, pipeline, sentencepiece, esm };
+  enum class Kind { vocabulary, pipeline, sentencepiece, esm, bert };
   enum class Model { unigram, wordlevel, wordpiece };
   enum class Pre { whitespace_split, whitespace, bert, punctuation, metaspace, split_chars, split_char };
 
@@ -415,6 +464,20 @@ class Tokenizer {
   };
 
   Tokenizer() = default;
+
+  // A character-level tokenizer (EsmTokenizer, or BertTokenizer on one-letter
+  // residue words): cls, the residues' tokens, eos (or sep).
+  static Tokenizer esm_tokenizer(const std::vector<std::string>& tokens, const Specials& sp, const std::string& cls, const std::string& source,
+                                 std::vector<std::string> files, Kind kind) {
+    Tokenizer t(Vocabulary::from_tokens(tokens, sp, source), source);
+    t.kind_ = kind;
+    t.files_ = std::move(files);
+    const auto cls_id = t.vocab_->find(cls);
+    PLM_CHECK(cls_id.has_value(), "Tokenizer: ", source, ": no ", cls, " token (EsmTokenizer puts it before every sequence)");
+    for (const auto& tok : tokens) t.max_piece_bytes_ = std::max(t.max_piece_bytes_, tok.size());
+    t.post_ = {*cls_id, -1, t.vocab_->eos_id()};
+    return t;
+  }
 
   static std::vector<std::string> files_beside(const std::string& path) {
     std::vector<std::string> files = {path};
@@ -730,7 +793,7 @@ class Tokenizer {
       return;
     }
 #endif
-    if (kind_ == Kind::esm) {
+    if (kind_ == Kind::esm || kind_ == Kind::bert) {
       esm_split(text, first, out);
       return;
     }

@@ -7,7 +7,8 @@
 // spellings transformers itself reads: a LayerNorm's `weight` / `bias` may be
 // stored as `gamma` / `beta` (transformers 5 writes those), and the rotary
 // `inv_freq` buffers (per layer in published checkpoints, or
-// `esm.rotary_embeddings.inv_freq`) are not parameters: plm computes the table.
+// `esm.rotary_embeddings.inv_freq`) are not parameters: plm computes the table;
+// nor is the `esm.embeddings.position_ids` buffer beside ESM-1b's positions.
 // Saving writes the names of the published checkpoints, which transformers 4
 // and 5 both load.
 #include <filesystem>
@@ -99,18 +100,14 @@ inline void write_esm_config(const nn::EsmConfig& c, const std::string& path) {
 }
 
 // ESM's names in files: LayerNorm weight / bias also as gamma / beta; rotary
-// inv_freq buffers ignored.
-inline WeightNames esm_weight_names() {
+// inv_freq buffers ignored; with encoder_only, the LM and contact heads too.
+inline WeightNames esm_weight_names(bool encoder_only = false) {
   WeightNames w;
-  w.candidates = [](const std::string& n) {
-    std::vector<std::string> c{n};
-    const auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
-    if (ends("LayerNorm.weight")) c.push_back(n.substr(0, n.size() - 6) + "gamma");
-    if (ends("LayerNorm.bias")) c.push_back(n.substr(0, n.size() - 4) + "beta");
-    return c;
-  };
-  w.ignored = [](const std::string& n) {
+  w.candidates = layer_norm_candidates;
+  w.ignored = [encoder_only](const std::string& n) {
     const std::string s = "rotary_embeddings.inv_freq";
+    if (n == "esm.embeddings.position_ids") return true;  // a buffer older transformers stored, not a parameter
+    if (encoder_only && (n.rfind("lm_head.", 0) == 0 || n.rfind("esm.contact_head.", 0) == 0)) return true;
     return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
   };
   return w;
@@ -125,10 +122,11 @@ inline nn::EsmConfig read_esm_dir_config(const std::string& dir) {
   return read_esm_config((fs::path(dir) / "config.json").string());
 }
 
-// Fills a model's own parameters (its param_range()) from an ESM directory.
+// Fills a model's own parameters (its param_range()) from an ESM directory; an
+// encoder-only model (nn::encoder_only) takes the encoder of a full checkpoint.
 template <class Model>
 void load_esm_weights(Model& m, const std::string& dir) {
-  load_parameters(m.params(), dir, esm_weight_names(), m.param_range());
+  load_parameters(m.params(), dir, esm_weight_names(!m.has_lm_head()), m.param_range());
 }
 
 // Builds Model (e.g. nn::EsmModel<cpu, float>) from an ESM checkpoint directory.

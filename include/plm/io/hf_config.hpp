@@ -18,6 +18,7 @@
 // decoder_start_token_id, which transformers leaves unset for T5, defaults to
 // pad_token_id: T5 starts decoding from the pad token.
 #include <cstdint>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -123,6 +124,25 @@ inline nlohmann::json read_config_object(const std::string& path) {
 }
 
 }  // namespace detail
+
+// The model_type of a checkpoint directory's config.json ("t5", "esm", "bert",
+// ...): which family's loader a program hands the directory to.
+inline std::string read_model_type(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
+            " (expected a Hugging Face checkpoint: config.json and model.safetensors)");
+  const std::string path = (fs::path(dir) / "config.json").string();
+  const nlohmann::json j = detail::read_config_object(path);
+  const auto it = j.find("model_type");
+  if (it != j.end() && it->is_string()) return it->get<std::string>();
+  // Older configs (ProtBert's) have none; their architectures name the family.
+  const auto arch = j.find("architectures");
+  if (arch != j.end() && arch->is_array())
+    for (const auto& a : *arch)
+      if (a.is_string() && a.get<std::string>().rfind("Bert", 0) == 0) return "bert";
+  PLM_FAIL("config: ", path, ": no string field 'model_type', and no architectures that name a family (which model is this?)");
+}
 
 // Reads a Hugging Face T5 config.json (model_type "t5") and validates it.
 inline nn::T5Config read_t5_config(const std::string& path) {

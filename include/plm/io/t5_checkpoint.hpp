@@ -44,6 +44,18 @@ struct WeightNames {
   std::function<bool(const std::string&)> ignored = [](const std::string&) { return false; };
 };
 
+// A parameter's name, then the spellings transformers also reads a LayerNorm's
+// parameters under: `LayerNorm.gamma` for `LayerNorm.weight` and
+// `LayerNorm.beta` for `LayerNorm.bias` (TF-converted files; transformers 5
+// writes ESM's that way).
+inline std::vector<std::string> layer_norm_candidates(const std::string& n) {
+  std::vector<std::string> c{n};
+  const auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+  if (ends("LayerNorm.weight")) c.push_back(n.substr(0, n.size() - 6) + "gamma");
+  if (ends("LayerNorm.bias")) c.push_back(n.substr(0, n.size() - 4) + "beta");
+  return c;
+}
+
 // Reads every parameter of `range` (a model's param_range() when it shares its
 // set with heads that the file does not hold) from a safetensors file or a
 // model directory (model.safetensors, or a sharded model.safetensors.index.json;

@@ -3,6 +3,8 @@
 // AutoTokenizer.from_pretrained(dir) and plm's Tokenizer::from_directory(dir)
 // both read the ids the model was trained with:
 //   - a tokenizer read from Hugging Face files: those files, byte for byte;
+//   - the ESM-2 alphabet (Tokenizer::esm2()): vocab.txt, tokenizer_config.json
+//     (EsmTokenizer) and special_tokens_map.json;
 //   - plm's own vocabulary: a tokenizer.json (WordLevel over the vocabulary, one
 //     token per character, "</s>" appended; specials, task tokens and sentinels
 //     as added special tokens), tokenizer_config.json and special_tokens_map.json.
@@ -64,6 +66,20 @@ inline void save_tokenizer(const data::Tokenizer& tok, const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   PLM_CHECK(fs::is_directory(dir, ec), "save_tokenizer: ", dir, ": not a directory");
+  const data::Vocabulary& v = tok.vocabulary();
+  if (tok.is_esm() && tok.files().empty()) {  // the esm2() alphabet: what EsmTokenizer.save_pretrained writes
+    std::string vocab_txt;
+    for (std::int32_t id = 0; id < v.size(); ++id) vocab_txt += v.token(id) + "\n";
+    write_file_atomically((fs::path(dir) / "vocab.txt").string(), [&](AtomicFile& f) { f.write(vocab_txt); });
+    const nlohmann::json specials = {{"cls_token", "<cls>"}, {"eos_token", v.token(v.eos_id())}, {"pad_token", v.token(v.pad_id())},
+                                     {"unk_token", v.token(v.unk_id())}, {"mask_token", "<mask>"}};
+    nlohmann::json config = specials;
+    config["tokenizer_class"] = "EsmTokenizer";
+    config["model_max_length"] = 1000000000;
+    detail::write_json_file((fs::path(dir) / "tokenizer_config.json").string(), config);
+    detail::write_json_file((fs::path(dir) / "special_tokens_map.json").string(), specials);
+    return;
+  }
   if (tok.is_pretrained()) {
     for (const std::string& src : tok.files()) {
       std::ifstream in(src, std::ios::binary);
@@ -74,7 +90,6 @@ inline void save_tokenizer(const data::Tokenizer& tok, const std::string& dir) {
     }
     return;
   }
-  const data::Vocabulary& v = tok.vocabulary();
   detail::write_json_file((fs::path(dir) / "tokenizer.json").string(), vocabulary_tokenizer_json(v));
   nlohmann::json extra = nlohmann::json::array();
   for (std::int32_t n = 0; n < v.num_sentinels(); ++n) extra.push_back(v.token(v.sentinel_id(n)));

@@ -12,7 +12,12 @@
 //   logits = LN(gelu(out Wd + bd)) E^T + b     the LM head, E tied to Embed
 //
 // Without token dropout s is 1 at tokens and 0 at padding (transformers
-// multiplies the embeddings by the attention mask). Parameters carry the
+// multiplies the embeddings by the attention mask). ESM-1b
+// (position_embedding_type "absolute", emb_layer_norm_before) instead has
+//   x0 = LN(Embed(ids) * s + P[pos]) * valid    pos = pad_token_id + 1, + 2, ...
+//                                              along a row's non-pad tokens,
+//                                              pad_token_id at pad tokens
+// and no rotary turn inside attention. Parameters carry the
 // EsmForMaskedLM names (esm.encoder.layer.N.attention.self.query.weight, ...)
 // so checkpoints map one to one; the contact head's regression is kept so a
 // directory round-trips, but takes no part in the masked-LM forward.
@@ -26,6 +31,7 @@
 #include "plm/nn/embedding.hpp"
 #include "plm/nn/layers.hpp"
 #include "plm/nn/norm.hpp"
+#include "plm/nn/position_embedding.hpp"
 
 namespace plm::nn {
 
@@ -75,10 +81,14 @@ struct EsmConfig {
     in("intermediate_size", intermediate_size, 1, max_width);
     PLM_CHECK(hidden_size % num_attention_heads == 0, where, ": hidden_size ", hidden_size, " is not a multiple of num_attention_heads ",
               num_attention_heads);
-    PLM_CHECK(position_embedding_type == "rotary", where, ": position_embedding_type '", position_embedding_type,
-              "' is not supported (plm builds ESM-2's \"rotary\"; ESM-1b's learned \"absolute\" positions are not implemented)");
-    PLM_CHECK(d_head() % 2 == 0, where, ": rotary positions need an even head width, hidden_size / num_attention_heads = ", d_head());
-    PLM_CHECK(!emb_layer_norm_before, where, ": emb_layer_norm_before = true (ESM-1b) is not supported");
+    PLM_CHECK(position_embedding_type == "rotary" || position_embedding_type == "absolute", where, ": position_embedding_type '",
+              position_embedding_type,
+              "' is not supported (plm builds ESM-2's \"rotary\" and ESM-1b's learned \"absolute\" positions; relative_key variants are not implemented)");
+    PLM_CHECK(position_embedding_type != "rotary" || d_head() % 2 == 0, where,
+              ": rotary positions need an even head width, hidden_size / num_attention_heads = ", d_head());
+    PLM_CHECK(position_embedding_type != "absolute" || (pad_token_id + 1 < max_position_embeddings), where,
+              ": absolute positions count from pad_token_id + 1 = ", pad_token_id + 1, ", outside max_position_embeddings ",
+              max_position_embeddings);
     PLM_CHECK(std::isfinite(rope_theta) && rope_theta > 0, where, ": rope_theta = ", rope_theta, " must be positive");
     PLM_CHECK(std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && layer_norm_eps < 1, where, ": layer_norm_eps = ", layer_norm_eps,
               " must be in (0, 1)");
@@ -105,11 +115,22 @@ class EsmModel {
   using Norm = LayerNorm<B, T>;
 
  public:
+  using backend = B;
+  using value_type = T;
+  using policies = P;
+
   struct Cache {
     ConstView<B, std::int32_t> ids;
     std::vector<std::int32_t> host_ids;
     std::vector<T> host_factor;
     Tensor<B, T> emb, factor;                 // (B, T, C), (B*T)
+    // ESM-1b's embeddings: position ids, the sum before emb_layer_norm_before, 1 at tokens / 0 at padding
+    std::vector<std::int32_t> host_positions;
+    std::vector<T> host_valid;
+    Tensor<B, std::int32_t> position_ids;     // (B, T)
+    Tensor<B, T> pre_norm, valid_factor;      // (B, T, C), (B*T)
+    typename PositionEmbedding<B, T>::Cache positions;
+    typename Norm::Cache emb_norm;
     std::vector<Tensor<B, T>> hidden;         // hidden[0] = x0, hidden[i + 1] = output of layer i
     std::vector<typename Layer::Cache> layers;
     typename Norm::Cache final_norm, head_norm;
@@ -121,17 +142,20 @@ class EsmModel {
   // A model that owns its parameters, drawn as transformers draws them:
   // N(0, initializer_range^2) for every matrix and embedding, biases 0, norms 1.
   explicit EsmModel(const EsmConfig& cfg, std::uint64_t seed = 0) : owned_(std::make_unique<ParameterSet<B, T>>()) {
-    build(*owned_, cfg);
+    build(*owned_, cfg, true);
     owned_->allocate();
     owned_->init(seed);
   }
   // Allocated, not drawn: a checkpoint fills every parameter next (io::load_esm).
   EsmModel(const EsmConfig& cfg, Uninitialized) : owned_(std::make_unique<ParameterSet<B, T>>()) {
-    build(*owned_, cfg);
+    build(*owned_, cfg, true);
     owned_->allocate();
   }
   // In the caller's set, next to the caller's own layers (heads).
-  EsmModel(ParameterSet<B, T>& ps, const EsmConfig& cfg) { build(ps, cfg); }
+  EsmModel(ParameterSet<B, T>& ps, const EsmConfig& cfg) { build(ps, cfg, true); }
+  // The encoder alone in the caller's set: encode() only, no LM or contact head
+  // (io::load_esm_weights then takes the encoder half of a full checkpoint).
+  EsmModel(ParameterSet<B, T>& ps, const EsmConfig& cfg, EncoderOnly) { build(ps, cfg, false); }
   EsmModel(const EsmModel&) = delete;
   EsmModel& operator=(const EsmModel&) = delete;
   EsmModel(EsmModel&&) = default;
@@ -142,7 +166,19 @@ class EsmModel {
   const ParameterSet<B, T>& params() const { return *params_; }
   ParamRange param_range() const { return range_; }
   const std::vector<Layer>& layers() const { return layers_; }
+  bool has_lm_head() const { return lm_head_; }
+
+  // The encoder interface shared with T5Model (embedding, fine-tuning heads):
+  // width, vocabulary, depth, and transformers' hidden_states[k] for k < L
+  // after encode() (hidden_states[L] is encode()'s output).
   index_t d_model() const { return cfg_.hidden_size; }
+  index_t vocab_size() const { return cfg_.vocab_size; }
+  index_t num_encoder_layers() const { return cfg_.num_hidden_layers; }
+  ConstView<B, T> hidden_state(const Cache& c, index_t k) const {
+    PLM_CHECK(k >= 0 && k < static_cast<index_t>(c.hidden.size()), "EsmModel::hidden_state: ", k, " outside 0..",
+              static_cast<index_t>(c.hidden.size()) - 1, " (run encode() first)");
+    return c.hidden[static_cast<std::size_t>(k)].cview();
+  }
 
   // ids (B, T) -> out (B, T, C): the final-normed states, transformers'
   // last_hidden_state. valid (B, T): 1 = token, 0 = padding; empty = all tokens.
@@ -161,7 +197,15 @@ class EsmModel {
     c.hidden.resize(static_cast<std::size_t>(L + 1));
     c.layers.resize(static_cast<std::size_t>(L));
     for (auto& h : c.hidden) h.resize(Shape{Bn, Tn, C});
-    ops<B>::scale_rows(c.emb.cview(), c.factor.cview(), c.hidden[0].view());
+    TensorView<B, T> x0 = c.hidden[0].view();  // ESM-1b: the sum before emb_layer_norm_before
+    if (cfg_.emb_layer_norm_before) {
+      c.pre_norm.resize(Shape{Bn, Tn, C});
+      x0 = c.pre_norm.view();
+    }
+    ops<B>::scale_rows(c.emb.cview(), c.factor.cview(), x0);
+    if (absolute_positions()) positions_.forward(c.position_ids.cview(), ConstView<B, T>(x0), x0, c.positions);
+    if (cfg_.emb_layer_norm_before) emb_norm_.forward(c.pre_norm.cview(), c.hidden[0].view(), c.emb_norm);
+    if (esm1b_embeddings()) ops<B>::scale_rows(c.hidden[0].cview(), c.valid_factor.cview(), c.hidden[0].view());
     SoftmaxMask<B, T> mask;
     mask.key_valid = valid;
     const DropoutKey key = DropoutKey::of(pass).in_stack(DropoutStack::encoder);
@@ -181,6 +225,11 @@ class EsmModel {
       layers_[static_cast<std::size_t>(i)].backward(c.hidden[i].cview(), c.d_a.cview(), c.d_b.view(), TensorView<B, T>{}, c.layers[i]);
       std::swap(c.d_a, c.d_b);
     }
+    if (esm1b_embeddings()) {
+      ops<B>::scale_rows(c.d_a.cview(), c.valid_factor.cview(), c.d_a.view());
+      if (cfg_.emb_layer_norm_before) emb_norm_.backward(c.pre_norm.cview(), c.d_a.cview(), c.d_a.view(), c.emb_norm);
+      if (absolute_positions()) positions_.backward(c.d_a.cview(), c.positions);
+    }
     ops<B>::scale_rows(c.d_a.cview(), c.factor.cview(), c.d_a.view());
     word_.backward(c.ids, c.d_a.cview());
   }
@@ -189,6 +238,7 @@ class EsmModel {
   void forward(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, TensorView<B, T> logits, Cache& c,
                Pass pass = Pass::eval()) const {
     const index_t Bn = ids.dim(0), Tn = ids.rank() == 2 ? ids.dim(1) : 0, C = cfg_.hidden_size;
+    PLM_CHECK(lm_head_, "EsmModel::forward: this model was built encoder-only (no LM head); use encode()");
     PLM_CHECK(logits.shape() == Shape({Bn, Tn, cfg_.vocab_size}), "EsmModel::forward: logits ", logits.shape(), " must be ",
               Shape({Bn, Tn, cfg_.vocab_size}));
     c.out.resize(Shape{Bn, Tn, C});
@@ -204,6 +254,7 @@ class EsmModel {
 
   // dlogits (B, T, V) -> parameter gradients (added).
   void backward(ConstView<B, T> dlogits, Cache& c) const {
+    PLM_CHECK(lm_head_, "EsmModel::backward: this model was built encoder-only (no LM head); use encode_backward()");
     const index_t C = cfg_.hidden_size, V = cfg_.vocab_size;
     const auto g = dlogits.reshape(Shape{dlogits.numel() / V, V});
     const auto hn = c.hn.cview().reshape(Shape{c.hn.numel() / C, C});
@@ -219,16 +270,24 @@ class EsmModel {
   }
 
  private:
-  void build(ParameterSet<B, T>& ps, const EsmConfig& cfg) {
+  void build(ParameterSet<B, T>& ps, const EsmConfig& cfg, bool lm_head) {
     cfg_ = cfg;
     params_ = &ps;
+    lm_head_ = lm_head;
     cfg_.validate();
     range_.begin = ps.size();
     const double r = cfg_.initializer_range;
     const index_t C = cfg_.hidden_size;
     word_ = Embedding<B, T>(ps, "esm.embeddings.word_embeddings", cfg_.vocab_size, C, r);
+    if (absolute_positions())
+      positions_ = PositionEmbedding<B, T>(ps, "esm.embeddings.position_embeddings", cfg_.max_position_embeddings, C, r);
+    if (cfg_.emb_layer_norm_before) emb_norm_ = Norm(ps, "esm.embeddings.layer_norm", C, cfg_.layer_norm_eps);
     for (index_t i = 0; i < cfg_.num_hidden_layers; ++i) layers_.emplace_back(ps, layer_spec(i));
     final_norm_ = Norm(ps, "esm.encoder.emb_layer_norm_after", C, cfg_.layer_norm_eps);
+    if (!lm_head) {
+      range_.end = ps.size();
+      return;
+    }
     contact_ = Linear<B, T>(ps, "esm.contact_head.regression", cfg_.num_hidden_layers * cfg_.num_attention_heads, 1, r, true);
     head_dense_ = Linear<B, T>(ps, "lm_head.dense", C, C, r, true);
     head_norm_ = Norm(ps, "lm_head.layer_norm", C, cfg_.layer_norm_eps);
@@ -246,7 +305,7 @@ class EsmModel {
     s.attn = AttentionShape{cfg_.hidden_size, cfg_.num_attention_heads, cfg_.d_head(), 1.0 / std::sqrt(static_cast<double>(cfg_.d_head()))};
     s.attn.init_std = cfg_.initializer_range;
     s.attn.bias = true;
-    s.attn.rotary_base = cfg_.rope_theta;
+    s.attn.rotary_base = absolute_positions() ? 0.0 : cfg_.rope_theta;
     s.attn.q_name = "self.query";
     s.attn.k_name = "self.key";
     s.attn.v_name = "self.value";
@@ -292,15 +351,44 @@ class EsmModel {
     }
     c.factor.resize(Shape{Bn * Tn});
     upload(c.host_factor.data(), c.factor.view());
+    if (esm1b_embeddings()) {  // transformers multiplies by the attention mask after the positions and the norm
+      c.host_valid.assign(v.begin(), v.end());
+      for (T& x : c.host_valid) x = x != T(0) ? T(1) : T(0);
+      c.valid_factor.resize(Shape{Bn * Tn});
+      upload(c.host_valid.data(), c.valid_factor.view());
+    }
+    if (absolute_positions()) {  // fairseq's make_positions: pad_token_id + running count of non-pad tokens
+      c.host_positions.resize(static_cast<std::size_t>(Bn * Tn));
+      for (index_t b = 0; b < Bn; ++b) {
+        std::int32_t count = 0;
+        for (index_t t = 0; t < Tn; ++t) {
+          const std::size_t k = static_cast<std::size_t>(b * Tn + t);
+          const bool pad = c.host_ids[k] == cfg_.pad_token_id;
+          count += !pad;
+          c.host_positions[k] = pad ? cfg_.pad_token_id : cfg_.pad_token_id + count;
+          PLM_CHECK(c.host_positions[k] < cfg_.max_position_embeddings, "EsmModel::encode: row ", b, " holds more than ",
+                    cfg_.max_position_embeddings - cfg_.pad_token_id - 1, " tokens, the positions max_position_embeddings ",
+                    cfg_.max_position_embeddings, " allows");
+        }
+      }
+      c.position_ids.resize(Shape{Bn, Tn});
+      upload(c.host_positions.data(), c.position_ids.view());
+    }
   }
+
+  bool absolute_positions() const { return cfg_.position_embedding_type == "absolute"; }
+  bool esm1b_embeddings() const { return absolute_positions() || cfg_.emb_layer_norm_before; }
 
   const Param<B, T>& decoder_weight() const { return cfg_.tie_word_embeddings ? word_.weight() : decoder_.weight(); }
 
   EsmConfig cfg_;
+  bool lm_head_ = true;
   std::unique_ptr<ParameterSet<B, T>> owned_;
   ParameterSet<B, T>* params_ = nullptr;
   ParamRange range_;
   Embedding<B, T> word_;
+  PositionEmbedding<B, T> positions_;  // ESM-1b
+  Norm emb_norm_;                      // ESM-1b: emb_layer_norm_before
   std::vector<Layer> layers_;
   Norm final_norm_;
   Linear<B, T> contact_, head_dense_;

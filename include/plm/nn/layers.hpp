@@ -8,7 +8,9 @@
 // feed-forward block as the last .layer.N.DenseReluDense with its layer_norm.
 // An EncoderLayerSpec builds the same block with other names, biases and
 // scaling: ESM-2's layer is this block with LayerNorm, rotary attention and a
-// plain erf-GELU feed-forward (nn/esm.hpp).
+// plain erf-GELU feed-forward (nn/esm.hpp). With EncoderLayerSpec::post_norm
+// the norms follow the residual adds instead (BERT, nn/bert.hpp):
+//   h = Norm0(x + Attn(x));                           y = Norm1(h + FF(h))
 #include <cmath>
 #include <string>
 
@@ -40,6 +42,9 @@ struct EncoderLayerSpec {
   index_t d_model = 0, d_ff = 0;
   double eps = 1e-6;
   double residual_dropout = 0;  // on both branches before the residual add
+  // false: pre-norm (T5, ESM-2); true: post-norm (BERT), where norm0 follows
+  // the attention's residual add and norm1 the feed-forward's.
+  bool post_norm = false;
 
   // T5's block: <prefix>.layer.0.{layer_norm, SelfAttention}, .layer.1.{layer_norm, DenseReluDense}.
   template <class Gate>
@@ -89,12 +94,15 @@ class EncoderLayer {
         attn_(ps, s.attention, s.attn, s.attn_factor, s.attn_dropout),
         norm1_(ps, s.norm1, s.d_model, s.eps),
         ff_(ps, s.ff, s.d_model, s.d_ff),
-        drop_{s.residual_dropout} {}
+        drop_{s.residual_dropout},
+        post_norm_(s.post_norm) {}
 
   const Attention<B, T>& self_attention() const { return attn_; }
+  bool post_norm() const { return post_norm_; }
 
   // x, y: (B, T, C). mask: the stack's shared position bias and key padding.
   void forward(ConstView<B, T> x, const SoftmaxMask<B, T>& mask, TensorView<B, T> y, Cache& c, DropoutKey key = {}) const {
+    if (post_norm_) return forward_post_norm(x, mask, y, c, key);
     const Shape s = x.shape();
     for (Tensor<B, T>* t : {&c.n0, &c.a, &c.h, &c.n1, &c.f}) t->resize(s);
     c.key = key;
@@ -109,6 +117,7 @@ class EncoderLayer {
   // dx written; dbias (H, T, T) added to when not empty.
   void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx, TensorView<B, T> dbias, Cache& c,
                 ConstView<B, T> d_probs_extra = {}) const {
+    if (post_norm_) return backward_post_norm(x, dy, dx, dbias, c, d_probs_extra);
     const Shape s = x.shape();
     for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h}) t->resize(s);
     drop_.backward(dy, c.d_branch.view(), c.key.in_block(DropoutBlock::feed_forward_residual));
@@ -122,11 +131,40 @@ class EncoderLayer {
   }
 
  private:
+  // Post-norm (BERT). The cache's tensors hold: a = Attn(x), n0 = x + a (norm0's
+  // input), h = Norm0(n0), f = FF(h), n1 = h + f (norm1's input).
+  void forward_post_norm(ConstView<B, T> x, const SoftmaxMask<B, T>& mask, TensorView<B, T> y, Cache& c, DropoutKey key) const {
+    const Shape s = x.shape();
+    for (Tensor<B, T>* t : {&c.n0, &c.a, &c.h, &c.n1, &c.f}) t->resize(s);
+    c.key = key;
+    attn_.forward(x, x, mask, c.a.view(), c.attn, key.in_block(DropoutBlock::self_attention));
+    detail::residual_add(drop_, x, c.a.view(), c.n0.view(), key.in_block(DropoutBlock::self_attention_residual));
+    norm0_.forward(c.n0.cview(), c.h.view(), c.norm0);
+    ff_.forward(c.h.cview(), c.f.view(), c.ff, key.in_block(DropoutBlock::feed_forward));
+    detail::residual_add(drop_, c.h.cview(), c.f.view(), c.n1.view(), key.in_block(DropoutBlock::feed_forward_residual));
+    norm1_.forward(c.n1.cview(), y, c.norm1);
+  }
+
+  void backward_post_norm(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx, TensorView<B, T> dbias, Cache& c,
+                          ConstView<B, T> d_probs_extra) const {
+    const Shape s = x.shape();
+    for (Tensor<B, T>* t : {&c.d_branch, &c.d_norm, &c.d_h}) t->resize(s);
+    norm1_.backward(c.n1.cview(), dy, c.d_norm.view(), c.norm1);  // d(h + f)
+    drop_.backward(c.d_norm.cview(), c.d_branch.view(), c.key.in_block(DropoutBlock::feed_forward_residual));
+    ff_.backward(c.h.cview(), c.d_branch.cview(), c.d_h.view(), c.ff);
+    ops<B>::add(c.d_h.cview(), c.d_norm.cview(), c.d_h.view());  // dh: through the feed-forward and the residual
+    norm0_.backward(c.n0.cview(), c.d_h.cview(), c.d_norm.view(), c.norm0);  // d(x + a)
+    drop_.backward(c.d_norm.cview(), c.d_branch.view(), c.key.in_block(DropoutBlock::self_attention_residual));
+    attn_.backward(x, x, c.d_branch.cview(), dx, dx, dbias, c.attn, d_probs_extra);
+    ops<B>::add(ConstView<B, T>(dx), c.d_norm.cview(), dx);
+  }
+
   Norm norm0_;
   Attention<B, T> attn_;
   Norm norm1_;
   FF ff_;
   Dropout drop_;
+  bool post_norm_ = false;
 };
 
 template <class B, class T, class P>

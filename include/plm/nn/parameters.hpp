@@ -15,6 +15,7 @@
 // registered as a ParamRange, so its own weights can be loaded or saved alone.
 #include <map>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "plm/backend/tags.hpp"
@@ -28,6 +29,12 @@ namespace plm::nn {
 // (zero) but not drawn, so loading does not first spend the time of a random init.
 struct Uninitialized {};
 inline constexpr Uninitialized uninitialized{};
+
+// Constructor tag: a model without its language-model head (e.g. ESM's LM and
+// contact heads), the backbone of a downstream head (fine-tuning, negative
+// mining), whose optimizer should not carry parameters no loss reaches.
+struct EncoderOnly {};
+inline constexpr EncoderOnly encoder_only{};
 
 // The parameters [begin, end) of a set, in registration order.
 struct ParamRange {
@@ -166,6 +173,17 @@ struct Param {
 template <class B, class T>
 Param<B, T> add_param(ParameterSet<B, T>& ps, const std::string& name, Shape shape, double init_std, double init_value = 0) {
   return Param<B, T>{&ps, ps.add(name, shape, init_std, init_value)};
+}
+
+// An encoder registered into a caller's set, without a language-model head
+// where the model type offers that (EsmModel); a T5 config says so itself
+// (num_decoder_layers = 0). For models that hold an encoder next to a head.
+template <class Encoder, class B, class T, class Config>
+Encoder make_encoder_in(ParameterSet<B, T>& ps, const Config& c) {
+  if constexpr (std::is_constructible_v<Encoder, ParameterSet<B, T>&, const Config&, EncoderOnly>)
+    return Encoder(ps, c, encoder_only);
+  else
+    return Encoder(ps, c);
 }
 
 }  // namespace plm::nn

@@ -323,6 +323,18 @@ class T5Model {
   ParamRange param_range() const { return range_; }
   bool has_decoder() const { return cfg_.num_decoder_layers > 0; }
   const Encoder& encoder() const { return encoder_; }
+
+  // The encoder interface shared with EsmModel (embedding, fine-tuning heads):
+  // width, vocabulary, depth, and transformers' encoder hidden_states[k] for
+  // k < L after encode() (hidden_states[L] is encode()'s output).
+  index_t d_model() const { return cfg_.d_model; }
+  index_t vocab_size() const { return cfg_.vocab_size; }
+  index_t num_encoder_layers() const { return cfg_.num_layers; }
+  ConstView<B, T> hidden_state(const Cache& c, index_t k) const {
+    PLM_CHECK(k >= 0 && k < static_cast<index_t>(c.enc.hidden.size()), "T5Model::hidden_state: ", k, " outside 0..",
+              static_cast<index_t>(c.enc.hidden.size()) - 1, " (run encode() first)");
+    return c.enc.hidden[static_cast<std::size_t>(k)].cview();
+  }
   const Decoder& decoder() const { return decoder_; }
 
   // Encoder only: ids (B, S) -> out (B, S, C), the final-normed hidden states

@@ -1,5 +1,6 @@
 #pragma once
-// Embeddings of proteins from a T5 / Ankh encoder, as the model cards compute
+// Embeddings of proteins from an encoder (T5 / Ankh, ESM: any model with the
+// encoder interface of nn::T5Model and nn::EsmModel), as the model cards compute
 // them: the ids of each protein from its Tokenizer (data/tokenizer.hpp), an
 // optional task prefix ([NLU] / [S2S]) in front, the encoder in eval mode, and
 // per protein and chosen layer:
@@ -102,6 +103,7 @@ template <class Model>
 Embeddings embed(const Model& model, const data::Tokenizer& tok, const std::vector<std::string>& sequences, const EmbedOptions& o = {},
                  const std::vector<std::string>& names = {}, ProgressBar* bar = nullptr) {
   using B = typename Model::backend;
+  using T = typename Model::value_type;  // the model's; the embeddings are stored in float32
   PLM_CHECK(o.token_budget >= 1, "embed: token_budget must be at least 1, got ", o.token_budget);
   PLM_CHECK(!o.layers.empty(), "embed: no layer requested");
   PLM_CHECK(names.empty() || names.size() == sequences.size(), "embed: ", names.size(), " names for ", sequences.size(), " proteins");
@@ -109,9 +111,9 @@ Embeddings embed(const Model& model, const data::Tokenizer& tok, const std::vect
             " policy needs a max_length");
   PLM_CHECK(o.long_policy != LongPolicy::windows || o.overlap < o.max_length, "embed: window overlap ", o.overlap,
             " must be smaller than max_length ", o.max_length);
-  const index_t C = model.config().d_model;
-  const std::int32_t vocab = model.config().vocab_size;
-  const int L = static_cast<int>(model.config().num_layers);
+  const index_t C = model.d_model();
+  const index_t vocab = model.vocab_size();
+  const int L = static_cast<int>(model.num_encoder_layers());
   std::vector<int> layer_index;  // 0..L
   for (const int k : o.layers) {
     PLM_CHECK(k >= -(L + 1) && k <= L, "embed: layer ", k, " outside this encoder's hidden states 0..", L, " (or -", L + 1, "..-1)");
@@ -190,11 +192,12 @@ Embeddings embed(const Model& model, const data::Tokenizer& tok, const std::vect
   std::stable_sort(order.begin(), order.end(), [&](index_t a, index_t b) {
     return tokens[static_cast<std::size_t>(a)].size() < tokens[static_cast<std::size_t>(b)].size();
   });
+  if (bar) bar->set_total(static_cast<std::int64_t>(passes.size()));  // the bar counts passes: proteins, or their windows
   typename Model::Cache cache;
   Tensor<B, std::int32_t> batch_ids;
   Tensor<B, std::uint8_t> valid;
-  Tensor<B, float> out;
-  std::vector<float> host;
+  Tensor<B, T> out;
+  std::vector<T> host;
   std::size_t done = 0;
   for (std::size_t s = 0; s < order.size();) {
     // a batch of similar lengths within the budget (sorted: the last is the longest)
@@ -208,21 +211,21 @@ Embeddings embed(const Model& model, const data::Tokenizer& tok, const std::vect
     double residues = 0;
     for (std::size_t li = 0; li < layer_index.size(); ++li) {
       const int k = layer_index[li];
-      const auto states = k == L ? out.cview() : cache.enc.hidden[static_cast<std::size_t>(k)].cview();
+      const auto states = k == L ? out.cview() : model.hidden_state(cache, k);
       host.resize(static_cast<std::size_t>(states.numel()));
       download(states, host.data());
       for (index_t b = 0; b < Bn; ++b) {
         const Pass& p = passes[static_cast<std::size_t>(order[s + static_cast<std::size_t>(b)])];
         Acc& a = acc[li][p.protein];
         for (std::size_t t = 0; t < p.rows.size(); ++t) {
-          const float* h = host.data() + (b * S + p.rows[t]) * C;
+          const T* h = host.data() + (b * S + p.rows[t]) * C;
           auto& slot = a.columns[p.columns[t]];
           if (slot.first.empty()) slot.first.assign(static_cast<std::size_t>(C), 0.0);
           for (index_t c = 0; c < C; ++c) slot.first[static_cast<std::size_t>(c)] += h[c];
           ++slot.second;
         }
         if (p.eos_row >= 0) {
-          const float* h = host.data() + (b * S + p.eos_row) * C;
+          const T* h = host.data() + (b * S + p.eos_row) * C;
           if (a.eos.empty()) a.eos.assign(static_cast<std::size_t>(C), 0.0);
           for (index_t c = 0; c < C; ++c) a.eos[static_cast<std::size_t>(c)] += h[c];
           ++a.eos_count;

@@ -13,12 +13,16 @@
 //   embed       pooled representations (the readout's input), e.g. for
 //               samplers::hard_negatives
 //
-// Encoder: a model with config().d_model, a Cache, encode(ids, valid, out, c)
-// and encode_backward(d_out, c) that registers into a caller's set, e.g.
-// nn::Ankh3Model built with num_decoder_layers = 0. The loop, the optimizer
-// and checkpoints stay with the caller.
+// Encoder: a model with the encoder interface (d_model(), a Cache,
+// encode(ids, valid, out, c, pass) and encode_backward(d_out, c)) that
+// registers into a caller's set: nn::Ankh3Model built with
+// num_decoder_layers = 0, or nn::EsmModel (built nn::encoder_only, without its
+// LM head). io::read_backbone_config / io::load_backbone_weights read either
+// from a checkpoint directory. The loop, the optimizer and checkpoints stay
+// with the caller.
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "plm/nn/parameters.hpp"
@@ -42,13 +46,13 @@ class NegativeMiningModel {
   using Head = objectives::NegativeMiningClassifier<B, T>;
 
   // Builds the encoder from its config and the head on its hidden size (hc.d_model
-  // is taken from the config), allocates the set and draws every parameter from
-  // seed; load pretrained encoder weights afterwards (io::load_t5_weights(encoder(), dir)).
+  // is taken from the encoder), allocates the set and draws every parameter from
+  // seed; load pretrained encoder weights afterwards (io::load_backbone_weights(encoder(), dir)).
   // freeze_encoder: step() leaves the encoder's gradients at 0 and skips its backward.
   template <class Config>
   NegativeMiningModel(const Config& c, objectives::NegativeMiningHeadConfig hc, objectives::NegativeMiningOptions o, std::uint64_t seed,
                       bool freeze_encoder = false)
-      : encoder_(ps_, c), head_(ps_, with_width(hc, c.d_model), o), freeze_(freeze_encoder) {
+      : encoder_(nn::make_encoder_in<Encoder>(ps_, c)), head_(ps_, with_width(hc, encoder_.d_model()), o), freeze_(freeze_encoder) {
     ps_.allocate();
     ps_.init(seed);
   }
@@ -58,7 +62,7 @@ class NegativeMiningModel {
   nn::ParameterSet<B, T>& params() { return ps_; }
   Encoder& encoder() { return encoder_; }
   const Head& head() const { return head_; }
-  index_t d_model() const { return encoder_.config().d_model; }
+  index_t d_model() const { return encoder_.d_model(); }
 
   // tokens, labels: per item (nb.items index them); pad: the padding id.
   // with_gradient: a training step, the encoder in a training pass (the

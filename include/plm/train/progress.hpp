@@ -40,6 +40,9 @@ class ProgressBar {
       : total_(total), unit_(std::move(unit)), first_(first_step), out_(out), tty_(isatty(fileno(out)) != 0),
         start_(clock::now()), last_print_(start_ - std::chrono::hours(1)) {}
 
+  // When the work turns out larger than announced (e.g. proteins cut into windows).
+  void set_total(std::int64_t total) { total_ = total; }
+
   void set_intervals(double min_interval, double log_interval) {
     min_interval_ = min_interval;
     log_interval_ = log_interval;
