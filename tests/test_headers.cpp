@@ -2,15 +2,18 @@
 // pull in a backend: a program that trains only on the GPU then never parses
 // Eigen. They come first in this file, before anything that includes Eigen;
 // the backend arrives with plm/plm.hpp below, before anything is instantiated.
+#include "plm/nn/bert.hpp"
 #include "plm/nn/esm.hpp"
 #include "plm/nn/pair_attention.hpp"
 #include "plm/nn/pooling.hpp"
+#include "plm/nn/position_embedding.hpp"
 #include "plm/nn/readout.hpp"
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/attention_contrastive.hpp"
 #include "plm/objectives/multitask.hpp"
 #include "plm/objectives/negative_mining.hpp"
 #include "plm/objectives/regression.hpp"
+#include "plm/objectives/task_heads.hpp"
 #include "plm/optim/adafactor.hpp"
 #include "plm/optim/adamw.hpp"
 #include "plm/optim/clip.hpp"
@@ -18,7 +21,9 @@
 #include "plm/samplers/decoding.hpp"
 #include "plm/samplers/mlm.hpp"
 #include "plm/samplers/negatives.hpp"
+#include "plm/samplers/mlm_stream.hpp"
 #include "plm/samplers/pretrain_stream.hpp"
+#include "plm/train/task_model.hpp"
 #include "plm/train/variant_effects.hpp"
 
 #if defined(EIGEN_CORE_H) || defined(EIGEN_WORLD_VERSION)

@@ -1,25 +1,7 @@
 #pragma once
-// Ankh3 pre-training data: a FASTA file (plain or gzip) streamed in pools, a
-// held-out part, one Ankh3 example per record in length-bucketed batches,
-// epoch after epoch, and the cursor a checkpoint stores to continue exactly.
-//
-//   file --(records not held out, >= 2 residues)--> pool of `pool` records
-//        --(Ankh3Sampler, each example built once)--> examples
-//        --(length_bucket_batches)--> batches, handed out one by one;
-//   at the end of the file the next epoch starts again at record 0.
-//
-// Exact resume. Every draw is keyed by what it belongs to, never by what was
-// drawn before it (the keys are named in pretrain_keys below):
-//   held out or not   Philox(seed ^ held_out_salt, record index)
-//   the example       Ankh3Sampler key example(epoch, record index)
-//   batch order       Philox(seed ^ batch_order_salt, pool(epoch, pool position))
-// so a pool rebuilt from the file position of its first record has the same
-// examples and batches. The cursor (epoch, that position, batches of the pool
-// handed out) is therefore all a checkpoint needs: save() writes it into an
-// io::TrainingState (epoch, cursor = batches of the pool, and
-// extra["pretrain_stream"] = the pool position and the settings that shaped
-// the stream); restore() refuses a cursor written with other settings or for
-// another file, and one that is not where a pool of this file starts.
+// Ankh3 pre-training data: the example stream of example_stream.hpp (a FASTA
+// file streamed in pools, a held-out part, length-bucketed batches, epochs, an
+// exact-resume cursor) with one Ankh3 example per record.
 //
 // One masking probability per batch (Ankh3Options::probability_per_batch):
 // each record draws its probability (Ankh3Sampler::batch_mask_probability,
@@ -28,46 +10,20 @@
 // of one probability, sized by their real lengths; which probability a batch
 // has is drawn with odds proportional to how many records drew it.
 #include <cstdint>
-#include <filesystem>
 #include <map>
 #include <string>
-#include <system_error>
 #include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "plm/core/error.hpp"
-#include "plm/core/json.hpp"
-#include "plm/core/philox.hpp"
-#include "plm/data/fasta.hpp"
 #include "plm/data/vocabulary.hpp"
-#include "plm/io/training_state.hpp"
 #include "plm/samplers/ankh3.hpp"
 #include "plm/samplers/batching.hpp"
+#include "plm/samplers/example_stream.hpp"
 
 namespace plm::samplers {
-
-// The keys of every draw of the stream. An example key packs the epoch above
-// the record index: 2^40 records per file, epochs below 2^24.
-namespace pretrain_keys {
-inline constexpr std::uint64_t held_out_salt = 0x9e3779b97f4a7c15ull;  // seed ^ this: held-out choice
-inline constexpr std::uint64_t batch_order_salt = 0xba7c4e5ull;       // seed ^ this: batch order of a pool
-inline constexpr int record_bits = 40;
-inline constexpr std::uint64_t max_epochs = std::uint64_t{1} << 24;
-// The held-out set is built as if it were this epoch: its examples never share
-// a key with a training example (training stops below it).
-inline constexpr std::uint64_t held_out_epoch = std::uint64_t{1} << 20;
-
-// Ankh3Sampler key of the example made from record `record_index` in `epoch`.
-inline std::uint64_t example(std::uint64_t epoch, std::uint64_t record_index) {
-  PLM_CHECK(record_index < (std::uint64_t{1} << record_bits), "pretrain_keys: record index ", record_index, " exceeds 2^", record_bits);
-  PLM_CHECK(epoch < max_epochs, "pretrain_keys: epoch ", epoch, " exceeds 2^24");
-  return (epoch << record_bits) + record_index;
-}
-// Philox stream of the batch order of the pool starting at file position `pool_position`.
-inline std::uint64_t pool(std::uint64_t epoch, std::uint64_t pool_position) { return example(epoch, pool_position); }
-}  // namespace pretrain_keys
 
 // The Ankh3 task tokens of a vocabulary: [NLU], [S2S], eos and its sentinels.
 inline Ankh3Tokens ankh3_tokens(const data::Vocabulary& v) {
@@ -77,85 +33,46 @@ inline Ankh3Tokens ankh3_tokens(const data::Vocabulary& v) {
   return t;
 }
 
-struct PretrainStreamOptions {
-  std::string train;             // FASTA, plain or gzip
-  std::string valid;             // held-out FASTA; empty: hold out valid_fraction of train
-  double valid_fraction = 0.05;  // share of train records held out, chosen by a hash of the record index
-  std::size_t valid_max = 200;   // the held-out set keeps at most this many records
-  std::size_t pool = 2000;       // training records turned into examples and batched together
-  data::FastaOptions fasta;      // length policies; fasta.seed keys the random crops
-  data::EncodeOptions encode;    // append_eos is ignored: the sampler appends eos
-  BatchOptions batching;         // shuffle is ignored: training batches are shuffled, held-out ones kept in order
-  std::uint64_t seed = 0;        // keys the held-out choice and the batch order
+// The example maker of the Ankh3 stream (see example_stream.hpp): an
+// Ankh3Sampler example per record; with probability_per_batch the records are
+// grouped by the masking probability they draw.
+class Ankh3Examples {
+ public:
+  using Example = Seq2SeqExample;
+  static constexpr const char* stream_name = "PretrainStream";
 
-  void validate() const {
-    PLM_CHECK(!train.empty(), "PretrainStream: no training file");
-    PLM_CHECK(!valid.empty() || (valid_fraction > 0 && valid_fraction < 1), "PretrainStream: valid_fraction ", valid_fraction,
-              " must be in (0, 1) when no validation file is given");
-    PLM_CHECK(pool > 0, "PretrainStream: pool must be positive");
-    PLM_CHECK(valid_max > 0, "PretrainStream: valid_max must be positive");
+  explicit Ankh3Examples(Ankh3Sampler sampler) : sampler_(std::move(sampler)) {}
+
+  const Ankh3Sampler& sampler() const { return sampler_; }
+  std::size_t min_residues() const { return 2; }  // both tasks need two residues
+  bool grouped() const { return sampler_.options().probability_per_batch; }
+  double group(std::uint64_t key) const { return sampler_.batch_mask_probability(key); }
+  Example make(const std::vector<std::int32_t>& residues, std::uint64_t key, double group) const {
+    return sampler_.make(residues, key, grouped() ? group : -1.0);
   }
+  index_t input_length(const Example& e) const { return static_cast<index_t>(e.inputs.size()); }
+  index_t target_length(const Example& e) const { return static_cast<index_t>(e.targets.size()); }
+  nlohmann::json settings() const {
+    const auto& s = sampler_.options();
+    return {{"mask_probabilities", s.mask_probabilities},
+            {"mean_span_length", s.mean_span_length},
+            {"probability_per_batch", s.probability_per_batch},
+            {"split", {s.split.min_fraction, s.split.max_fraction}},
+            {"task_weights", {s.nlu_weight, s.s2s_weight}},
+            {"sampler_seed", s.seed}};
+  }
+
+ private:
+  Ankh3Sampler sampler_;
 };
 
-// A record the stream uses: its index in the file and its residue tokens (no eos).
-struct PretrainRecord {
-  std::uint64_t index = 0;
-  std::vector<std::int32_t> tokens;
-};
+using ExamplePool = ExamplePoolOf<Seq2SeqExample>;
 
-// Examples and the batches over them (rows index `examples`); records[i] is the
-// file index of the record examples[i] was made from.
-struct ExamplePool {
-  std::vector<Seq2SeqExample> examples;
-  std::vector<std::uint64_t> records;
-  std::vector<std::vector<index_t>> batches;
-};
-
-// One example per record (keys pretrain_keys::example(epoch, record index)),
-// batched by length with the draws of `order`. With probability_per_batch the
-// records are grouped by the probability they draw and each group is batched
-// on its own (see the top of this file).
+// make_example_pool with an Ankh3Sampler (the maker made from it).
 inline ExamplePool make_example_pool(const std::vector<PretrainRecord>& records, const Ankh3Sampler& sampler, std::uint64_t epoch,
                                      const BatchOptions& batching, Philox& order) {
-  ExamplePool p;
-  p.examples.reserve(records.size());
-  std::vector<index_t> in_len, out_len;
-  std::map<double, std::vector<index_t>> groups;  // ordered by probability: a fixed batching order
-  const bool per_batch = sampler.options().probability_per_batch;
-  for (const auto& r : records) {
-    const std::uint64_t key = pretrain_keys::example(epoch, r.index);
-    const double prob = per_batch ? sampler.batch_mask_probability(key) : -1.0;
-    if (per_batch) groups[prob].push_back(static_cast<index_t>(p.examples.size()));
-    p.examples.push_back(sampler.make(r.tokens, key, prob));
-    p.records.push_back(r.index);
-    in_len.push_back(static_cast<index_t>(p.examples.back().inputs.size()));
-    out_len.push_back(static_cast<index_t>(p.examples.back().targets.size()));
-  }
-  if (!per_batch) {
-    p.batches = length_bucket_batches(in_len, out_len, batching, order);
-    return p;
-  }
-  for (const auto& [prob, rows] : groups) {
-    std::vector<index_t> gin, gout;
-    for (index_t i : rows) gin.push_back(in_len[static_cast<std::size_t>(i)]), gout.push_back(out_len[static_cast<std::size_t>(i)]);
-    for (auto& b : length_bucket_batches(gin, gout, batching, order)) {
-      for (index_t& i : b) i = rows[static_cast<std::size_t>(i)];
-      p.batches.push_back(std::move(b));
-    }
-  }
-  if (batching.shuffle)  // mix the groups' batches
-    for (std::size_t i = p.batches.size(); i > 1; --i) std::swap(p.batches[i - 1], p.batches[order.below(static_cast<std::uint32_t>(i))]);
-  return p;
+  return make_example_pool(records, Ankh3Examples(sampler), epoch, batching, order);
 }
-
-// Where the stream stands: the next batch is batch `batch` of the pool that
-// starts at record position `pool_position` of the file, in epoch `epoch`.
-struct PretrainCursor {
-  std::uint64_t epoch = 0;
-  std::uint64_t pool_position = 0;  // FastaReader::position() where the pool's reading started
-  std::uint64_t batch = 0;          // batches of that pool already handed out
-  bool operator==(const PretrainCursor& o) const { return epoch == o.epoch && pool_position == o.pool_position && batch == o.batch; }
-};
 
 // The most frequent residue of some training records, and how often always
 // predicting it is right on the residue targets of held-out examples: the
@@ -187,236 +104,22 @@ inline ResidueBaseline residue_frequency_baseline(const std::vector<PretrainReco
   return b;
 }
 
-class PretrainStream {
+// The Ankh3 stream: ExampleStream<Ankh3Examples> made from an Ankh3Sampler,
+// with its batches collated for T5Model.
+class PretrainStream : public ExampleStream<Ankh3Examples> {
  public:
-  // Reads the first pool at once, so that a file without training records is
-  // an error here rather than at the first step.
   PretrainStream(PretrainStreamOptions options, data::Vocabulary vocab, Ankh3Sampler sampler)
-      : o_(checked(std::move(options))), vocab_(std::move(vocab)), sampler_(std::move(sampler)), reader_(o_.train, o_.fasta) {
-    auto records = records_at(0);
-    if (records.empty()) fail_no_records();
-    commit(build(records, 0, 0), {0, 0, 0});
-  }
+      : ExampleStream(std::move(options), std::move(vocab), Ankh3Examples(std::move(sampler))) {}
 
-  // Rows (into pool().examples) of the next training batch. Moves on to the
-  // next pool when this one is used up, and to the next epoch at the end of the file.
-  const std::vector<index_t>& next() {
-    while (cursor_.batch >= pool_.batches.size()) {
-      std::uint64_t epoch = cursor_.epoch, position = next_position_;
-      auto records = records_at(position);
-      if (records.empty()) {  // end of the file: the next epoch reads it again from the start
-        PLM_CHECK(++epoch < pretrain_keys::held_out_epoch, "PretrainStream: ", o_.train, ": epoch ", epoch,
-                  " reaches the held-out set's key range (", pretrain_keys::held_out_epoch, " epochs)");
-        position = 0;
-        records = records_at(0);
-        if (records.empty()) fail_no_records();
-      }
-      commit(build(records, epoch, position), {epoch, position, 0});
-    }
-    return pool_.batches[static_cast<std::size_t>(cursor_.batch++)];
-  }
-
+  using ExampleStream::next;
   // The next training batch, collated.
   template <class B>
   void next(Seq2SeqBatch<B>& out, const CollateOptions& collate_options = {}) {
     const auto& rows = next();
-    collate<B>(pool_.examples, rows, out, collate_options);
+    collate<B>(pool().examples, rows, out, collate_options);
   }
 
-  // The pool the last batch came from (before the first next(): the first pool).
-  const ExamplePool& pool() const { return pool_; }
-  PretrainCursor cursor() const { return cursor_; }
-
-  // Continues from a cursor this stream (or one with the same settings over
-  // the same file) returned. Replays the file from the start to check that
-  // the cursor's position is where a pool starts: a cost of one forward read.
-  // A refused cursor leaves the stream where it was.
-  void seek(const PretrainCursor& c) {
-    auto refuse = [&](const std::string& why) {
-      PLM_FAIL("PretrainStream: cursor (epoch ", c.epoch, ", pool at record ", c.pool_position, ", batch ", c.batch, ") does not fit ",
-               o_.train, ": ", why, " (a cursor of another file or other settings?)");
-    };
-    if (c.epoch >= pretrain_keys::held_out_epoch) refuse("the epoch is beyond the training range");
-    reader_.rewind();
-    std::uint64_t count = 0, boundary = 0;  // training records so far; position after the last full pool
-    data::FastaRecord r;
-    std::vector<std::int32_t> tokens;
-    while (reader_.position() < c.pool_position) {
-      if (!reader_.next(r)) refuse("the file ends at record " + std::to_string(reader_.position()));
-      if (training_record(r, tokens) && ++count % o_.pool == 0) boundary = reader_.position();
-    }
-    if (reader_.position() != boundary) refuse("no pool of " + std::to_string(o_.pool) + " training records starts there");
-    const auto records = read_records(reader_);
-    if (records.empty()) refuse("no training records follow that position");
-    ExamplePool p = build(records, c.epoch, c.pool_position);
-    if (c.batch > p.batches.size()) refuse("that pool has only " + std::to_string(p.batches.size()) + " batches");
-    commit(std::move(p), c);
-  }
-
-  // The cursor into a checkpoint's training state: epoch, cursor = batches of
-  // the pool handed out, extra["pretrain_stream"] = {pool_position, settings}.
-  void save(io::TrainingState& ts) const {
-    ts.epoch = cursor_.epoch;
-    ts.cursor = cursor_.batch;
-    ts.extra["pretrain_stream"] = {{"pool_position", cursor_.pool_position}, {"settings", settings()}};
-  }
-
-  // Continues where save() left off; refuses a state saved with other settings
-  // or for another file, naming the first setting that differs.
-  void restore(const io::TrainingState& ts) {
-    // Checked access only: the state comes from a file (const operator[] on a missing key is undefined behaviour).
-    PLM_CHECK(ts.extra.contains("pretrain_stream") && ts.extra.at("pretrain_stream").contains("pool_position"),
-              "PretrainStream::restore: the training state has no data cursor (extra.pretrain_stream); was it saved by PretrainStream::save?");
-    const auto& j = ts.extra.at("pretrain_stream");
-    const auto s = j.find("settings");
-    PLM_CHECK(s == j.end() || s->is_object(), "PretrainStream::restore: damaged data cursor ", json_excerpt(j));
-    const nlohmann::json have = s == j.end() ? nlohmann::json::object() : *s, want = settings();
-    for (auto it = want.begin(); it != want.end(); ++it) {
-      const auto h = have.find(it.key());
-      PLM_CHECK(h != have.end() && *h == it.value(), "PretrainStream::restore: the data cursor was saved with ", it.key(), " = ",
-                h == have.end() ? std::string("null") : json_excerpt(*h), ", this stream has ", json_excerpt(it.value()),
-                " (a checkpoint of another file or other settings)");
-    }
-    PLM_CHECK(j.at("pool_position").is_number_unsigned(), "PretrainStream::restore: damaged data cursor ", json_excerpt(j));
-    seek({ts.epoch, j.at("pool_position").get<std::uint64_t>(), ts.cursor});
-  }
-
-  // Everything that shapes the batches: a cursor is only valid for a stream
-  // with the same settings over the same file (its path and size in bytes).
-  nlohmann::json settings() const {
-    std::error_code ec;
-    const auto bytes = std::filesystem::file_size(o_.train, ec);
-    const auto& s = sampler_.options();
-    return {{"train", o_.train},
-            {"train_bytes", ec ? std::uintmax_t{0} : bytes},
-            {"valid", o_.valid},
-            {"valid_fraction", o_.valid.empty() ? o_.valid_fraction : 0.0},
-            {"pool", o_.pool},
-            {"min_length", o_.fasta.min_length},
-            {"max_length", o_.fasta.max_length},
-            {"too_long", data::policy_name(o_.fasta.too_long)},
-            {"empty", o_.fasta.empty == data::EmptyPolicy::skip ? "skip" : "error"},
-            {"allow_gaps", o_.fasta.allow_gaps},
-            {"crop_seed", o_.fasta.seed},
-            {"rare", data::policy_name(o_.encode.rare)},
-            {"lowercase", o_.encode.lowercase == data::LowercasePolicy::uppercase ? "uppercase" : "error"},
-            {"vocab_size", vocab_.size()},
-            {"token_budget", o_.batching.token_budget},
-            {"max_rows", o_.batching.max_rows},
-            {"window", o_.batching.window},
-            {"sort_by_length", o_.batching.sort_by_length},
-            {"seed", o_.seed},
-            {"mask_probabilities", s.mask_probabilities},
-            {"mean_span_length", s.mean_span_length},
-            {"probability_per_batch", s.probability_per_batch},
-            {"split", {s.split.min_fraction, s.split.max_fraction}},
-            {"task_weights", {s.nlu_weight, s.s2s_weight}},
-            {"sampler_seed", s.seed}};
-  }
-
-  // The fixed held-out set: the first valid_max held-out records of the
-  // training file (or records of the validation file), their examples and
-  // batches built once, in file order. The same in every run and resume.
-  ExamplePool held_out() const {
-    const std::string& path = o_.valid.empty() ? o_.train : o_.valid;
-    data::FastaReader reader(path, o_.fasta);
-    std::vector<PretrainRecord> records;
-    data::FastaRecord r;
-    while (records.size() < o_.valid_max && reader.next(r)) {
-      if (!o_.valid.empty() || held_out_record(r.index)) {
-        PretrainRecord rec{r.index, {}};
-        vocab_.encode_into(r.sequence, rec.tokens, o_.encode, r.id);
-        if (rec.tokens.size() >= 2) records.push_back(std::move(rec));
-      }
-    }
-    PLM_CHECK(!records.empty(), "PretrainStream: no held-out records in ", path,
-              o_.valid.empty() ? " (raise valid_fraction or give a validation file)" : " (all shorter than 2 residues or filtered?)");
-    BatchOptions bo = o_.batching;
-    bo.shuffle = false;
-    Philox order(o_.seed ^ pretrain_keys::batch_order_salt, pretrain_keys::pool(pretrain_keys::held_out_epoch, 0));
-    return make_example_pool(records, sampler_, pretrain_keys::held_out_epoch, bo, order);
-  }
-
-  // The training records of the first pool (read anew; the stream does not move).
-  std::vector<PretrainRecord> first_pool_records() const {
-    data::FastaReader reader(o_.train, o_.fasta);
-    return read_records(reader);
-  }
-
-  // Whether the record at `index` of the training file is held out.
-  bool held_out_record(std::uint64_t index) const {
-    if (!o_.valid.empty()) return false;
-    Philox rng(o_.seed ^ pretrain_keys::held_out_salt, index);
-    return rng.uniform() <= o_.valid_fraction;
-  }
-
-  // Examples made so far: one per training record read (a seek rebuilds its pool).
-  std::uint64_t examples_built() const { return examples_built_; }
-  const PretrainStreamOptions& options() const { return o_; }
-  const Ankh3Sampler& sampler() const { return sampler_; }
-
- private:
-  static PretrainStreamOptions checked(PretrainStreamOptions o) {
-    o.validate();
-    o.encode.append_eos = false;
-    return o;
-  }
-
-  bool training_record(const data::FastaRecord& r, std::vector<std::int32_t>& tokens) const {
-    if (held_out_record(r.index)) return false;
-    tokens.clear();
-    vocab_.encode_into(r.sequence, tokens, o_.encode, r.id);
-    return tokens.size() >= 2;
-  }
-
-  // Up to `pool` training records from the reader's position on.
-  std::vector<PretrainRecord> read_records(data::FastaReader& reader) const {
-    std::vector<PretrainRecord> records;
-    data::FastaRecord r;
-    PretrainRecord rec;
-    while (records.size() < o_.pool && reader.next(r))
-      if (training_record(r, rec.tokens)) {
-        rec.index = r.index;
-        records.push_back(rec);
-      }
-    return records;
-  }
-
-  // The training records of the pool that starts at file position `position`.
-  std::vector<PretrainRecord> records_at(std::uint64_t position) {
-    if (reader_.position() != position) reader_.skip_to(position);  // only after a refused seek or at an epoch's end
-    return read_records(reader_);
-  }
-
-  // The examples and batches of a pool of `epoch` starting at `position`.
-  ExamplePool build(const std::vector<PretrainRecord>& records, std::uint64_t epoch, std::uint64_t position) {
-    Philox order(o_.seed ^ pretrain_keys::batch_order_salt, pretrain_keys::pool(epoch, position));
-    BatchOptions bo = o_.batching;
-    bo.shuffle = true;
-    examples_built_ += records.size();
-    return make_example_pool(records, sampler_, epoch, bo, order);
-  }
-
-  // Makes `p` the current pool (just read: the next one starts where the reader stands).
-  void commit(ExamplePool p, const PretrainCursor& c) {
-    pool_ = std::move(p);
-    cursor_ = c;
-    next_position_ = reader_.position();
-  }
-
-  [[noreturn]] void fail_no_records() const {
-    PLM_FAIL("PretrainStream: ", o_.train, " yields no training records (", reader_.records_read(), " records passed the length policies, ",
-             reader_.records_skipped(), " were skipped by them; held out and shorter than 2 residues are not used for training)");
-  }
-
-  PretrainStreamOptions o_;
-  data::Vocabulary vocab_;
-  Ankh3Sampler sampler_;
-  data::FastaReader reader_;
-  ExamplePool pool_;
-  PretrainCursor cursor_;
-  std::uint64_t next_position_ = 0;  // where the pool after this one starts reading
-  std::uint64_t examples_built_ = 0;
+  const Ankh3Sampler& sampler() const { return maker().sampler(); }
 };
 
 }  // namespace plm::samplers
