@@ -39,6 +39,7 @@ bad_config() {  # <name> <sed expression>
   sed -E "$2" "$model/config.json" > "$work/$1/config.json"
   cp "$model/model.safetensors" "$work/$1/"
 }
+mkdir -p "$work/gpt2_backbone" && echo '{"model_type": "gpt2"}' > "$work/gpt2_backbone/config.json"
 bad_config huge_d_model 's/"d_model": [0-9]+/"d_model": 4611686018427387904/'
 bad_config huge_d_ff 's/"d_ff": [0-9]+/"d_ff": 1000000000000/'
 bad_config many_heads 's/"num_heads": [0-9]+/"num_heads": 100000/'
@@ -73,6 +74,11 @@ n "--loss: unknown 'mse' (squared, l1, kl or entropy-hinge)" "--loss mse"
 n "--lambda: must be >= 0, got -0.5" "--lambda -0.5"
 n "--margin: must be >= 0" "--margin -1"
 n "--negatives: 0 is out of range" "--negatives 0"
+n "--train-fasta requires --valid-fasta" "--train-fasta $fasta"
+n "requires --train-fasta" "--test-fasta $fasta --valid-fasta $fasta"
+n "--split-table: and --train-fasta / --valid-fasta / --test-fasta both give the split" "--split-table $data/swissprot_sample_labels.tsv --train-fasta $fasta --valid-fasta $fasta --test-fasta $fasta"
+n "--tokenize: unknown 'chars'" "--tokenize chars"
+n "model_type 'gpt2' is not a family plm builds as an encoder" "--backbone $work/gpt2_backbone"
 n "--negatives-from: unknown 'random' (label or hard)" "--negatives-from random"
 n "--hard-pool: 0 is out of range" "--hard-pool 0"
 n "--backbone-lr-mult: must be >= 0" "--backbone-lr-mult -1"
@@ -160,7 +166,7 @@ p "huge_product/config.json: T5Config:" "--init $work/huge_product" any
 e() { refused "$1" "${3:-nothing}" "$embed" --model "${4:-$model}" --fasta "$fasta" --out "$work/out" $2; }
 e "--token-budget: must be >= 1, got 0" "--token-budget 0"
 e "--token-budget: must be >= 1, got -5" "--token-budget -5"
-e "--prefix: unknown 'cls' (nlu, s2s or none)" "--prefix cls"
+e "--prefix: unknown 'cls' (auto, nlu, s2s or none)" "--prefix cls"
 e "--max-length: must be >= 0, got -1" "--max-length -1"
 e "--threads: must be >= 0, got -3" "--threads -3"
 e "--device: unknown 'tpu' (cpu or cuda)" "--device tpu"

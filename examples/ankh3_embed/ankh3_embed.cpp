@@ -1,4 +1,4 @@
-// ankh3_embed: per-protein and per-residue embeddings from a T5 encoder.
+// ankh3_embed: per-protein and per-residue embeddings from a T5 / Ankh or an ESM-2 encoder.
 //
 //   ankh3_embed --model ankh3_run/model --fasta proteins.fasta --out embeddings.safetensors [--per-residue]
 //
@@ -6,7 +6,8 @@
 // (tokenizer.json or spiece.model; --vocab overrides), as the model card's
 // Python does (--tokenize words: tok(list(seq), is_split_into_words=True), the
 // Ankh cards; string: tok(seq)), after a task prefix ([NLU] or [S2S] for Ankh3;
-// --prefix none for Ankh), and run through the encoder in eval mode in
+// by default [NLU] when the vocabulary has task tokens, none otherwise: Ankh,
+// ESM), and run through the encoder in eval mode in
 // length-sorted batches (train/embed.hpp). The output is one safetensors file:
 //   mean             (N, d_model)  float32, mean of the encoder states over the
 //                                  tokens that hold a residue (no prefix, eos or lone "▁")
@@ -22,8 +23,7 @@
 #include <plm/data/tokenizer.hpp>
 #include <plm/io/hf_config.hpp>
 #include <plm/io/safetensors.hpp>
-#include <plm/io/t5_checkpoint.hpp>
-#include <plm/nn/t5.hpp>
+#include <plm/io/backbone.hpp>
 #include <plm/plm.hpp>
 #include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
@@ -43,7 +43,7 @@ using namespace plm;
 namespace {
 
 struct Options {
-  std::string model, fasta, out = "embeddings.safetensors", prefix = "nlu", long_policy = "error";
+  std::string model, fasta, out = "embeddings.safetensors", prefix = "auto", long_policy = "error";
   std::vector<int> layers = {-1};
   bool per_residue = false, eos = false, overwrite = false;
   train::TokenizerOptions tokenizer;
@@ -56,13 +56,13 @@ struct Options {
 
 template <class Model>
 int embed(const Options& o) {
-  const Model model = io::load_t5_encoder<Model>(o.model);
-  const index_t C = model.config().d_model;
+  const Model model = io::load_encoder<Model>(o.model);
+  const index_t C = model.d_model();
   // The directory's own tokenizer files decide the ids; --vocab overrides them.
   const data::Tokenizer tok = o.tokenizer.load(o.model);
   const data::Vocabulary& vocab = tok.vocabulary();
-  PLM_CHECK(vocab.size() <= model.config().vocab_size, tok.source(), ": the tokenizer has ", vocab.size(),
-            " tokens, more than the model's embedding table of ", model.config().vocab_size);
+  PLM_CHECK(vocab.size() <= model.vocab_size(), tok.source(), ": the tokenizer has ", vocab.size(),
+            " tokens, more than the model's embedding table of ", model.vocab_size());
   train::EmbedOptions eo;
   eo.token_budget = o.token_budget;
   eo.per_residue = o.per_residue;
@@ -75,10 +75,11 @@ int embed(const Options& o) {
   PLM_CHECK(eo.long_policy == train::LongPolicy::error || o.max_length > 0, "--long ", o.long_policy, " needs a --max-length above 0");
   PLM_CHECK(eo.long_policy != train::LongPolicy::windows || eo.overlap < o.max_length, "--window-overlap ", eo.overlap,
             " must be smaller than --max-length ", o.max_length);
-  if (o.prefix == "nlu") eo.prefix = vocab.nlu_id();
-  else if (o.prefix == "s2s") eo.prefix = vocab.s2s_id();
-  else PLM_CHECK(o.prefix == "none", "--prefix: unknown '", o.prefix, "' (nlu, s2s, none)");
-  const int L = static_cast<int>(model.config().num_layers);
+  const std::string prefix = o.prefix != "auto" ? o.prefix : vocab.has_task_tokens() ? "nlu" : "none";
+  if (prefix == "nlu") eo.prefix = vocab.nlu_id();
+  else if (prefix == "s2s") eo.prefix = vocab.s2s_id();
+  else PLM_CHECK(prefix == "none", "--prefix: unknown '", prefix, "' (auto, nlu, s2s, none)");
+  const int L = static_cast<int>(model.num_encoder_layers());
   for (const int k : o.layers)
     PLM_CHECK(k >= -(L + 1) && k <= L, "--layers: ", k, " is outside this encoder's hidden states 0..", L, " (or -", L + 1, "..-1)");
 
@@ -121,7 +122,7 @@ int embed(const Options& o) {
   }
   w.set_metadata("ids", nlohmann::json(ids).dump());
   w.set_metadata("layers", nlohmann::json(o.layers).dump());
-  w.set_metadata("prefix", o.prefix);
+  w.set_metadata("prefix", prefix);
   w.set_metadata("tokenize", o.tokenizer.tokenize);
   w.set_metadata("long", o.long_policy);
   w.write(o.out);
@@ -133,16 +134,17 @@ int embed(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Per-protein (mean) and per-residue embeddings from a T5 / Ankh encoder"};
+  CLI::App app{"Per-protein (mean) and per-residue embeddings from a T5 / Ankh or ESM-2 encoder"};
   app.option_defaults()->always_capture_default();
   using namespace train::cli;  // every value is checked while parsing; errors name the option
-  app.add_option("--model", o.model, "Hugging Face T5 checkpoint directory (config.json + model.safetensors)")->required()
+  app.add_option("--model", o.model, "Hugging Face T5 / Ankh or ESM checkpoint directory (config.json + model.safetensors)")->required()
       ->check(CLI::ExistingDirectory);
   app.add_option("--fasta", o.fasta, "proteins to embed (plain or .gz)")->required()->check(CLI::ExistingFile);
   app.add_option("--out", o.out, "output safetensors file");
   app.add_flag("--overwrite", o.overwrite, "replace --out if it exists");
   train::add_tokenizer_options(app, o.tokenizer);
-  app.add_option("--prefix", o.prefix, "task token before the residues: nlu, s2s or none")->check(one_of({"nlu", "s2s", "none"}));
+  app.add_option("--prefix", o.prefix, "task token before the residues: nlu, s2s, none, or auto (nlu when the vocabulary has task tokens)")
+      ->check(one_of({"auto", "nlu", "s2s", "none"}));
   app.add_flag("--per-residue", o.per_residue, "also write every residue's embedding");
   app.add_flag("--eos", o.eos, "also write the state of the final eos token");
   app.add_option("--layers", o.layers,
@@ -163,7 +165,7 @@ int main(int argc, char** argv) {
     if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
     io::check_new_output(o.out, o.overwrite, "--out");  // before the work, not after
     return train::run_on_device(o.device, [&](auto backend) {
-      return io::with_t5_checkpoint_type<decltype(backend)>(o.model, [&](auto model) { return embed<typename decltype(model)::type>(o); });
+      return io::with_encoder_checkpoint_type<decltype(backend)>(o.model, [&](auto model) { return embed<typename decltype(model)::type>(o); });
     });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nankh3_embed: %s\n", e.what());

@@ -1,9 +1,11 @@
-// nm_finetune: negative-mining fine-tuning (arXiv 2405.17902) of a T5 / Ankh encoder for protein
-// classification, against a supervised-only baseline on the same split. Both arms: encoder -> pair
+// nm_finetune: negative-mining fine-tuning (arXiv 2405.17902) of a T5 / Ankh or ESM-2 encoder for protein
+// classification, against a supervised-only baseline on the same split (a ProtBert backbone works too). Both arms: encoder -> pair
 // attention -> mean pool -> readout -> K classes, cross-entropy (train::NegativeMiningModel); the nm arm
 // adds N negatives per anchor and lambda x an attention loss on each negative's attention over its anchor.
-// Default data: the bundled Swiss-Prot localisation sample split by 40%-identity clusters; early stopping
-// on validation loss; test accuracy and macro-F1. Writes into --out:
+// Default data: the bundled Swiss-Prot localisation sample split by 40%-identity clusters; a benchmark's
+// own split is taken as given (--split-table, or --train-fasta / --valid-fasta / --test-fasta). Early
+// stopping on validation loss; validation and test accuracy and macro-F1 after every epoch (so a run cut
+// short still reports), and the test figures of the best-validation epoch at the end. Writes into --out:
 //   baseline/, nm/   metrics.jsonl, checkpoint.safetensors (every epoch, atomic; --resume continues from
 //                    it, also with a larger --epochs), best.safetensors (lowest validation loss), test.json
 //   results.json     both arms' test metrics and the split
@@ -11,8 +13,8 @@
 
 #include <plm/data/classification_set.hpp>
 #include <plm/data/tokenizer.hpp>
+#include <plm/io/backbone.hpp>
 #include <plm/io/checkpoint.hpp>
-#include <plm/io/t5_checkpoint.hpp>
 #include <plm/nn/t5.hpp>
 #include <plm/optim/clip.hpp>
 #include <plm/optim/optimizer.hpp>
@@ -27,6 +29,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
 
 using namespace plm;
 namespace fs = std::filesystem;
@@ -36,9 +41,10 @@ struct Options {
   std::string fasta = std::string(PLM_EXAMPLE_DATA_DIR) + "/swissprot_sample.fasta.gz";
   std::string labels = std::string(PLM_EXAMPLE_DATA_DIR) + "/swissprot_sample_labels.tsv";
   std::string clusters = std::string(PLM_EXAMPLE_DATA_DIR) + "/swissprot_sample_clusters.tsv";
+  std::string split_table, train_fasta, valid_fasta, test_fasta;  // a split given with the data
   double valid_fraction = 0.1, test_fraction = 0.2;
-  std::size_t min_class_size = 40, max_length = 128, limit = 0;
-  std::string vocab = "ankh3", backbone;  // backbone: a Hugging Face T5 / Ankh directory; empty: a random encoder
+  std::size_t min_class_size = 40, max_length = 1024, limit = 0;
+  std::string vocab, tokenize = "words", backbone;  // backbone: a Hugging Face T5 / Ankh or ESM directory; empty: a random encoder
   long d_model = 128, d_ff = 320, heads = 4, layers = 4, readout = 128;
   bool freeze = false, scaled = false;
   std::string arms = "both", loss = "squared", negatives_from = "label";
@@ -55,7 +61,9 @@ struct Options {
 
 // What must not change between a run and its resume.
 nlohmann::json fingerprint(const Options& o, bool nm) {
-  nlohmann::json j = {{"fasta", o.fasta}, {"labels", o.labels}, {"clusters", o.clusters}, {"valid_fraction", o.valid_fraction},
+  nlohmann::json j = {{"fasta", o.fasta}, {"labels", o.labels}, {"clusters", o.clusters}, {"split_table", o.split_table},
+                      {"train_fasta", o.train_fasta}, {"valid_fasta", o.valid_fasta}, {"test_fasta", o.test_fasta},
+                      {"tokenize", o.tokenize}, {"valid_fraction", o.valid_fraction},
                       {"test_fraction", o.test_fraction}, {"min_class_size", o.min_class_size}, {"max_length", o.max_length},
                       {"limit", o.limit}, {"vocab", o.vocab}, {"backbone", o.backbone}, {"d_model", o.d_model}, {"d_ff", o.d_ff},
                       {"heads", o.heads}, {"layers", o.layers}, {"freeze", o.freeze}, {"scaled", o.scaled}, {"readout", o.readout},
@@ -75,19 +83,28 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
   fs::create_directories(dir, ec);
   PLM_CHECK(!ec, "--out: cannot create ", dir.string(), ": ", ec.message());
   const std::string ckpt = (dir / "checkpoint.safetensors").string(), best = (dir / "best.safetensors").string();
-  nn::T5Config c = o.backbone.empty() ? nn::T5Config::ankh3_small() : io::read_t5_dir_config(o.backbone);
-  if (o.backbone.empty())  // a random encoder of the given sizes
-    c.d_model = o.d_model, c.d_ff = o.d_ff, c.num_heads = o.heads, c.d_kv = o.d_model / o.heads, c.num_layers = o.layers,
-    c.vocab_size = vocab.size(), c.feed_forward_proj = "gated-silu";
-  c.num_decoder_layers = 0;  // the encoder alone
+  using Config = std::decay_t<decltype(std::declval<const Model&>().config())>;
+  const auto c = [&] {
+    if constexpr (std::is_same_v<Config, nn::T5Config>) {
+      nn::T5Config t = o.backbone.empty() ? nn::T5Config::ankh3_small() : io::read_backbone_config<Model>(o.backbone);
+      if (o.backbone.empty())  // a random encoder of the given sizes
+        t.d_model = o.d_model, t.d_ff = o.d_ff, t.num_heads = o.heads, t.d_kv = o.d_model / o.heads, t.num_layers = o.layers,
+        t.vocab_size = vocab.size(), t.feed_forward_proj = "gated-silu", t.num_decoder_layers = 0;
+      return t;
+    } else {
+      return io::read_backbone_config<Model>(o.backbone);
+    }
+  }();
   const objectives::NegativeMiningOptions nmo{objectives::parse_negative_mining_loss(o.loss), o.lambda, o.margin};
   train::NegativeMiningModel<Model> m(c, {0, d.classes(), o.readout, o.scaled}, nmo, o.seed, o.freeze);
-  if (!o.backbone.empty()) io::load_t5_weights(m.encoder(), o.backbone);
+  PLM_CHECK(vocab.size() <= m.encoder().vocab_size(), "the tokenizer has ", vocab.size(), " tokens, more than the backbone's embedding table of ",
+            m.encoder().vocab_size());
+  if (!o.backbone.empty()) io::load_backbone_weights(m.encoder(), o.backbone);
   auto& ps = m.params();
   // One AdamW; the backbone at lr x --backbone-lr-mult, or with --freeze at lr 0 and without weight decay, so
   // its weights stay bit-exact (step() also skips its backward). Norm scales (rank 1) are never decayed.
   optim::ParamGroups groups;
-  for (const char* backbone : {"shared.", "encoder."}) groups.add(backbone, {o.freeze ? 0.0 : o.backbone_lr_mult, !o.freeze});
+  for (const char* backbone : {"shared.", "encoder.", "esm.", "bert."}) groups.add(backbone, {o.freeze ? 0.0 : o.backbone_lr_mult, !o.freeze});
   optim::Optimizer<B, float> opt(optim::OptimizerKind::adamw, ps, {o.weight_decay}, groups);
 
   const auto train_set = d.of(data::Split::train), valid_set = d.of(data::Split::valid), test_set = d.of(data::Split::test);
@@ -130,6 +147,10 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
     }
     const auto [vloss, vcm] = m.evaluate(d.tokens, d.labels, valid_set, o.batch, pad);
     metrics.write({{"split", "valid"}, {"step", ts.step}, {"epoch", epoch}, {"loss", vloss}, {"acc", vcm.accuracy()}, {"macro_f1", vcm.macro_f1()}});
+    // The test figures of every epoch too, so a run stopped early (or killed) still reports; the
+    // result of the run stays the test figures of the best-validation epoch.
+    const auto [eloss, ecm] = m.evaluate(d.tokens, d.labels, test_set, o.batch, pad);
+    metrics.write({{"split", "test"}, {"step", ts.step}, {"epoch", epoch}, {"loss", eloss}, {"acc", ecm.accuracy()}, {"macro_f1", ecm.macro_f1()}});
     auto& x = ts.extra;
     if (vloss < x["best_valid_loss"].get<double>()) {
       x["best_valid_loss"] = vloss, x["best_epoch"] = epoch, x["bad_epochs"] = 0;
@@ -138,8 +159,9 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
       x["bad_epochs"] = x["bad_epochs"].get<int>() + 1;
       x["stopped"] = x["bad_epochs"].get<int>() >= o.patience;
     }
-    std::fprintf(stderr, "%s%s epoch %ld: valid loss %.4f acc %.3f macro-F1 %.3f%s\n", isatty(fileno(stderr)) ? "\n" : "", arm.c_str(),
-                 epoch + 1, vloss, vcm.accuracy(), vcm.macro_f1(), x["stopped"].get<bool>() ? " (early stop)" : "");
+    std::fprintf(stderr, "%s%s epoch %ld: valid loss %.4f acc %.3f macro-F1 %.3f | test loss %.4f acc %.3f macro-F1 %.3f%s\n",
+                 isatty(fileno(stderr)) ? "\n" : "", arm.c_str(), epoch + 1, vloss, vcm.accuracy(), vcm.macro_f1(), eloss, ecm.accuracy(),
+                 ecm.macro_f1(), x["stopped"].get<bool>() ? " (early stop)" : "");
     ts.epoch = static_cast<std::uint64_t>(epoch + 1);
     x["fingerprint"] = fingerprint(o, nm);
     metrics.sync();  // the log is on disk at least up to the checkpoint
@@ -159,16 +181,44 @@ template <class Model>
 int run(const Options& o) {
   // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
   train::RunDirectory run_dir(o.out, {"baseline", "nm", "results.json"}, o.resume, o.overwrite);
-  const data::Tokenizer tokenizer = data::Tokenizer::load(o.vocab);
+  // The backbone's own tokenizer files unless --vocab names one (a random encoder: the Ankh3 vocabulary).
+  const data::Tokenizer tokenizer = !o.vocab.empty()       ? data::Tokenizer::load(o.vocab)
+                                    : o.backbone.empty() ? data::Tokenizer::load("ankh3")
+                                                         : data::Tokenizer::from_directory(o.backbone);
   const data::Vocabulary& vocab = tokenizer.vocabulary();
-  data::FastaOptions fo;
-  fo.max_length = o.max_length, fo.too_long = data::TooLongPolicy::crop_start;  // keep the N-terminus: signal peptides sit there
-  data::ClassificationSet d = data::make_classification_set(data::read_labelled(o.fasta, o.labels, fo), vocab, {o.min_class_size, o.limit});
-  d.split = data::split_by_cluster(d.ids, o.clusters, {o.valid_fraction, o.test_fraction}, o.seed);
+  const bool given_files = !o.train_fasta.empty();
+  std::vector<data::Split> file_split;
+  data::LabelledSet set = given_files ? data::read_labelled_splits(o.train_fasta, o.valid_fasta, o.test_fasta, o.labels, file_split)
+                                      : data::read_labelled(o.fasta, o.labels);
+  // Longer proteins keep their first --max-length residues (the N-terminus: signal peptides sit there); said, not silent.
+  std::size_t cut = 0;
+  std::vector<std::size_t> lengths;
+  for (auto& seq : set.sequences) {
+    lengths.push_back(seq.size());
+    if (o.max_length > 0 && seq.size() > o.max_length) seq.resize(o.max_length), ++cut;
+  }
+  std::nth_element(lengths.begin(), lengths.begin() + static_cast<long>(lengths.size() / 2), lengths.end());
+  std::fprintf(stderr, "nm_finetune: tokenizer %s; median length %zu residues; %zu of %zu proteins longer than --max-length %zu %s\n",
+               tokenizer.source().c_str(), lengths[lengths.size() / 2], cut, set.size(), o.max_length,
+               cut ? "were cut to their first residues" : "(none cut)");
+  std::unordered_map<std::string, data::Split> split_of;
+  for (std::size_t i = 0; i < file_split.size(); ++i) split_of.emplace(set.ids[i], file_split[i]);
+  data::ClassificationSet d =
+      data::make_classification_set(set, tokenizer, data::parse_input_style(o.tokenize), {o.min_class_size, o.limit});
+  std::string how = "by cluster";
+  if (given_files) {
+    how = "as given by the files";
+    for (const auto& id : d.ids) d.split.push_back(split_of.at(id));
+  } else if (!o.split_table.empty()) {
+    how = "as given by " + o.split_table;
+    d.split = data::read_split_table(d.ids, o.split_table);
+  } else {
+    d.split = data::split_by_cluster(d.ids, o.clusters, {o.valid_fraction, o.test_fraction}, o.seed);
+  }
   std::map<std::string, std::size_t> n_split;
   for (auto s : d.split) ++n_split[data::split_name(s)];
-  std::fprintf(stderr, "nm_finetune: %zu proteins, %zu classes; split by cluster: %zu train, %zu valid, %zu test\n", d.ids.size(),
-               d.class_names.size(), n_split["train"], n_split["valid"], n_split["test"]);
+  std::fprintf(stderr, "nm_finetune: %zu proteins, %zu classes; split %s: %zu train, %zu valid, %zu test\n", d.ids.size(),
+               d.class_names.size(), how.c_str(), n_split["train"], n_split["valid"], n_split["test"]);
   PLM_CHECK(n_split["train"] > 0 && n_split["valid"] > 0 && n_split["test"] > 0, "every split needs proteins (raise --limit?)");
   // Reference: always predicting the most frequent training class.
   std::vector<std::int64_t> freq(d.class_names.size(), 0);
@@ -176,7 +226,7 @@ int run(const Options& o) {
   const auto top = static_cast<std::int32_t>(std::max_element(freq.begin(), freq.end()) - freq.begin());
   train::ConfusionMatrix majority(d.classes());
   for (index_t i : d.of(data::Split::test)) majority.add(d.labels[static_cast<std::size_t>(i)], top);
-  nlohmann::json results = {{"classes", d.class_names}, {"split", n_split},
+  nlohmann::json results = {{"classes", d.class_names}, {"split", n_split}, {"split_from", how}, {"cut_to_max_length", cut},
                             {"majority", {{"class", d.class_names[static_cast<std::size_t>(top)]}, {"accuracy", majority.accuracy()},
                                           {"macro_f1", majority.macro_f1()}}}};
   run_dir.remove_previous();  // --overwrite: only now that the data is read and split
@@ -199,7 +249,7 @@ int run(const Options& o) {
 
 int main(int argc, char** argv) {
   Options o;
-  CLI::App app{"Negative-mining fine-tuning of a T5 / Ankh encoder for protein classification, against a supervised baseline"};
+  CLI::App app{"Negative-mining fine-tuning of a T5 / Ankh or ESM-2 encoder for protein classification, against a supervised baseline"};
   app.option_defaults()->always_capture_default();
   auto* g = app.add_option_group("data");
   // Every value is checked while parsing (plm/train/cli.hpp); errors name the option.
@@ -207,17 +257,32 @@ int main(int argc, char** argv) {
   using C = nn::T5Config;
   g->add_option("--fasta", o.fasta, "protein sequences (plain or .gz)")->check(CLI::ExistingFile);
   g->add_option("--labels", o.labels, "label table: ID<TAB>LABEL")->check(CLI::ExistingFile);
-  g->add_option("--clusters", o.clusters, "cluster table: ID<TAB>CLUSTER (examples/data/make_clusters.sh)")->check(CLI::ExistingFile);
+  g->add_option("--clusters", o.clusters, "cluster table: ID<TAB>CLUSTER (examples/data/make_clusters.sh); the split when none is given")
+      ->check(CLI::ExistingFile);
+  g->add_option("--split-table", o.split_table, "a predefined split: ID<TAB>train|valid|test for every protein (replaces --clusters)")
+      ->check(CLI::ExistingFile);
+  auto* train_file = g->add_option("--train-fasta", o.train_fasta, "a predefined split as separate files (replaces --fasta): training proteins")
+                         ->check(CLI::ExistingFile);
+  auto* valid_file = g->add_option("--valid-fasta", o.valid_fasta, "... validation proteins (early stopping)")->check(CLI::ExistingFile);
+  auto* test_file = g->add_option("--test-fasta", o.test_fasta, "... test proteins")->check(CLI::ExistingFile);
+  train_file->needs(valid_file, test_file);
+  valid_file->needs(train_file, test_file);
+  test_file->needs(train_file, valid_file);
   g->add_option("--valid-fraction", o.valid_fraction, "share of proteins (whole clusters) for early stopping")->check(fraction());
   g->add_option("--test-fraction", o.test_fraction, "share of proteins (whole clusters) for the report")->check(fraction());
   g->add_option("--min-class-size", o.min_class_size, "classes with fewer proteins are left out")->check(non_negative());
-  g->add_option("--max-length", o.max_length, "longer proteins keep their first residues (0 = no limit)")->check(non_negative());
+  g->add_option("--max-length", o.max_length, "longer proteins keep their first residues, and the run says how many (0 = no limit)")
+      ->check(non_negative());
   g->add_option("--limit", o.limit, "use only the first N labelled proteins (0 = all)")->check(non_negative());
-  g->add_option("--vocab", o.vocab, "ankh3, ankh, a tokenizer directory, tokenizer.json, spiece.model or a vocabulary file")
+  g->add_option("--vocab", o.vocab, "ankh3, ankh, a tokenizer directory, tokenizer.json, spiece.model or a vocabulary file "
+                                     "(default: the --backbone directory's own tokenizer, or ankh3 for a random encoder)")
       ->check(one_of_or_file({"ankh3", "ankh"}, true));
+  g->add_option("--tokenize", o.tokenize, "how the model card calls the tokenizer: words = tok(list(seq), is_split_into_words=True), "
+                                          "string = tok(seq)")
+      ->check(one_of({"words", "string"}));
   auto* m = app.add_option_group("model");
-  m->add_option("--backbone", o.backbone, "Hugging Face T5 / Ankh checkpoint directory (e.g. ankh3_pretrain's out/model); "
-                                          "empty: a randomly initialised encoder of the sizes below")
+  m->add_option("--backbone", o.backbone, "Hugging Face T5 / Ankh or ESM-2 checkpoint directory (e.g. ankh3_pretrain's out/model, "
+                                          "facebook/esm2_t6_8M_UR50D); empty: a randomly initialised T5 encoder of the sizes below")
       ->check(CLI::ExistingDirectory);
   m->add_option("--d-model", o.d_model, "a multiple of --heads (d_kv = d_model / heads)")->check(in_range(index_t(1), C::max_width));
   m->add_option("--d-ff", o.d_ff)->check(in_range(index_t(1), C::max_width));
@@ -255,6 +320,8 @@ int main(int argc, char** argv) {
     if (o.valid_fraction + o.test_fraction >= 1)
       throw CLI::ValidationError("--valid-fraction", str(o.valid_fraction) + " and --test-fraction " + str(o.test_fraction) +
                                                          " leave no proteins for training");
+    if (!o.split_table.empty() && !o.train_fasta.empty())
+      throw CLI::ValidationError("--split-table", "and --train-fasta / --valid-fasta / --test-fasta both give the split; choose one");
     if (o.backbone.empty() && o.d_model % o.heads != 0)
       throw CLI::ValidationError("--d-model", str(o.d_model) + " must be a multiple of --heads " + str(o.heads));
   });
@@ -265,7 +332,7 @@ int main(int argc, char** argv) {
     return train::run_on_device(o.device, [&](auto backend) {
       const auto body = [&](auto model) { return run<typename decltype(model)::type>(o); };
       using B = decltype(backend);
-      return o.backbone.empty() ? io::with_t5_model_type<B>("gated-silu", body) : io::with_t5_checkpoint_type<B>(o.backbone, body);
+      return o.backbone.empty() ? io::with_t5_model_type<B>("gated-silu", body) : io::with_encoder_checkpoint_type<B>(o.backbone, body);
     });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "\nnm_finetune: %s\n", e.what());
