@@ -4,6 +4,7 @@
 // the backend arrives with plm/plm.hpp below, before anything is instantiated.
 #include "plm/nn/bert.hpp"
 #include "plm/nn/esm.hpp"
+#include "plm/nn/mlm_head.hpp"
 #include "plm/nn/pair_attention.hpp"
 #include "plm/nn/pooling.hpp"
 #include "plm/nn/position_embedding.hpp"

@@ -116,11 +116,7 @@ inline WeightNames bert_weight_names(bool tied, bool encoder_only = false) {
 
 // config.json of a BERT checkpoint directory.
 inline nn::BertConfig read_bert_dir_config(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
-            " (expected a Hugging Face BERT checkpoint: config.json and model.safetensors)");
-  return read_bert_config((fs::path(dir) / "config.json").string());
+  return read_bert_config(detail::config_json_of(dir, "BERT "));
 }
 
 // Fills a model's own parameters (its param_range()) from a BERT directory; an
@@ -143,12 +139,7 @@ Model load_bert(const std::string& dir) {
 // embeddings the decoder is not written (transformers ties it on loading).
 template <class Stored = float, class Model>
 void save_bert(const Model& m, const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  PLM_CHECK(!ec, "save_bert: cannot create ", dir, ": ", ec.message());
-  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}}, m.param_range());
-  write_bert_config(m.config(), (fs::path(dir) / "config.json").string());
+  detail::save_model_dir<Stored>(m, dir, "save_bert", [&](const std::string& path) { write_bert_config(m.config(), path); });
 }
 
 }  // namespace plm::io

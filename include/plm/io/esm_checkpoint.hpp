@@ -115,11 +115,7 @@ inline WeightNames esm_weight_names(bool encoder_only = false) {
 
 // config.json of an ESM checkpoint directory.
 inline nn::EsmConfig read_esm_dir_config(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
-            " (expected a Hugging Face ESM checkpoint: config.json and model.safetensors)");
-  return read_esm_config((fs::path(dir) / "config.json").string());
+  return read_esm_config(detail::config_json_of(dir, "ESM "));
 }
 
 // Fills a model's own parameters (its param_range()) from an ESM directory; an
@@ -142,12 +138,7 @@ Model load_esm(const std::string& dir) {
 // embeddings the decoder is not written (transformers ties it on loading).
 template <class Stored = float, class Model>
 void save_esm(const Model& m, const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  PLM_CHECK(!ec, "save_esm: cannot create ", dir, ": ", ec.message());
-  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}}, m.param_range());
-  write_esm_config(m.config(), (fs::path(dir) / "config.json").string());
+  detail::save_model_dir<Stored>(m, dir, "save_esm", [&](const std::string& path) { write_esm_config(m.config(), path); });
 }
 
 }  // namespace plm::io

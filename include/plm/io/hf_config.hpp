@@ -123,16 +123,22 @@ inline nlohmann::json read_config_object(const std::string& path) {
   return j;
 }
 
+// The config.json of a checkpoint directory, after checking that dir is one;
+// `family` ("", "ESM ", "BERT ") names what was expected in the error.
+inline std::string config_json_of(const std::string& dir, const char* family = "") {
+  namespace fs = std::filesystem;
+  std::error_code ec;  // the non-throwing overload: a bare std::filesystem error would not say what was expected
+  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
+            " (expected a Hugging Face ", family, "checkpoint: config.json and model.safetensors)");
+  return (fs::path(dir) / "config.json").string();
+}
+
 }  // namespace detail
 
 // The model_type of a checkpoint directory's config.json ("t5", "esm", "bert",
 // ...): which family's loader a program hands the directory to.
 inline std::string read_model_type(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
-            " (expected a Hugging Face checkpoint: config.json and model.safetensors)");
-  const std::string path = (fs::path(dir) / "config.json").string();
+  const std::string path = detail::config_json_of(dir);
   const nlohmann::json j = detail::read_config_object(path);
   const auto it = j.find("model_type");
   if (it != j.end() && it->is_string()) return it->get<std::string>();

@@ -195,14 +195,24 @@ inline void resolve_tying(nn::T5Config& c, const ModelWeights& w, const std::str
   c.tie_word_embeddings = detail::same_values(w, "lm_head.weight", shared);
 }
 
+namespace detail {
+// A model's own parameters as dir/model.safetensors (in Stored) and its config
+// through write_config(path of dir/config.json); dir is created if needed.
+template <class Stored, class Model, class WriteConfig>
+void save_model_dir(const Model& m, const std::string& dir, const char* what, WriteConfig&& write_config) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  PLM_CHECK(!ec, what, ": cannot create ", dir, ": ", ec.message());
+  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}}, m.param_range());
+  write_config((fs::path(dir) / "config.json").string());
+}
+}  // namespace detail
+
 // config.json of a Hugging Face checkpoint directory, with the tying of the LM
 // head decided by its weights (resolve_tying).
 inline nn::T5Config read_t5_dir_config(const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;  // the non-throwing overload: a bare std::filesystem error would not say what was expected
-  PLM_CHECK(fs::is_directory(dir, ec), dir, " is not a directory", ec ? " (" + ec.message() + ")" : std::string(),
-            " (expected a Hugging Face checkpoint: config.json and model.safetensors)");
-  const std::string config_path = (fs::path(dir) / "config.json").string();
+  const std::string config_path = detail::config_json_of(dir);
   nn::T5Config c = read_t5_config(config_path);
   resolve_tying(c, ModelWeights(dir), config_path);
   return c;
@@ -264,12 +274,7 @@ decltype(auto) with_t5_checkpoint_type(const std::string& dir, F&& f) {
 // for a model without decoder).
 template <class Stored = float, class Model>
 void save_t5(const Model& m, const std::string& dir) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  PLM_CHECK(!ec, "save_t5: cannot create ", dir, ": ", ec.message());
-  save_parameters<Stored>(m.params(), (fs::path(dir) / "model.safetensors").string(), {{"format", "pt"}}, m.param_range());
-  write_t5_config(m.config(), (fs::path(dir) / "config.json").string(), !m.has_decoder());
+  detail::save_model_dir<Stored>(m, dir, "save_t5", [&](const std::string& path) { write_t5_config(m.config(), path, !m.has_decoder()); });
 }
 
 }  // namespace plm::io

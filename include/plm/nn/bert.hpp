@@ -31,6 +31,7 @@
 #include "plm/core/error.hpp"
 #include "plm/nn/embedding.hpp"
 #include "plm/nn/layers.hpp"
+#include "plm/nn/mlm_head.hpp"
 #include "plm/nn/norm.hpp"
 #include "plm/nn/position_embedding.hpp"
 
@@ -138,13 +139,13 @@ class BertModel {
     ConstView<B, std::int32_t> ids;
     Tensor<B, T> emb;                         // (B, T, C): word + position + token type, before the LayerNorm
     typename PositionEmbedding<B, T>::Cache positions;
-    typename Norm::Cache emb_norm, head_norm;
+    typename Norm::Cache emb_norm;
     DropoutKey key;
     std::vector<Tensor<B, T>> hidden;         // hidden[0] = x0, hidden[i] = output of layer i - 1 (i < L)
     std::vector<typename Layer::Cache> layers;
     Tensor<B, T> out;                         // (B, T, C): the last layer's output (forward)
-    Tensor<B, T> hd, ha, hn;                  // head: dense, gelu, norm (B, T, C)
-    Tensor<B, T> d_out, d_a, d_b, d_h;        // backward workspaces
+    typename MaskedLMHead<B, T>::Cache head;
+    Tensor<B, T> d_out, d_a, d_b;             // backward workspaces
     std::vector<std::int32_t> host_ids;
     std::vector<T> host_keep;
     Tensor<B, T> keep;                        // (B*T): 0 at pad_token_id, else 1 (the word embedding's gradient)
@@ -258,29 +259,14 @@ class BertModel {
               Shape({Bn, Tn, cfg_.vocab_size}));
     c.out.resize(Shape{Bn, Tn, C});
     encode(ids, valid, c.out.view(), c, pass);
-    for (Tensor<B, T>* t : {&c.hd, &c.ha, &c.hn}) t->resize(c.out.shape());
-    head_dense_.forward(c.out.cview(), c.hd.view());
-    ops<B>::gelu_erf(c.hd.cview(), c.ha.view());
-    head_norm_.forward(c.ha.cview(), c.hn.view(), c.head_norm);
-    const auto rows = [&](auto v, index_t cols) { return v.reshape(Shape{v.numel() / cols, cols}); };
-    ops<B>::matmul(rows(c.hn.cview(), C), false, ConstView<B, T>(decoder_weight().value()), true, rows(logits, cfg_.vocab_size));
-    ops<B>::add_row(ConstView<B, T>(logits), ConstView<B, T>(logits_bias().value()), logits);
+    head_.forward(c.out.cview(), decoder_weight(), logits_bias(), logits, c.head);
   }
 
   // dlogits (B, T, V) -> parameter gradients (added).
   void backward(ConstView<B, T> dlogits, Cache& c) const {
     PLM_CHECK(lm_head_, "BertModel::backward: this model was built encoder-only (no MLM head); use encode_backward()");
-    const index_t C = cfg_.hidden_size, V = cfg_.vocab_size;
-    const auto g = dlogits.reshape(Shape{dlogits.numel() / V, V});
-    const auto hn = c.hn.cview().reshape(Shape{c.hn.numel() / C, C});
-    ops<B>::sum_rows(g, logits_bias().grad(), T(1));
-    ops<B>::matmul(g, true, hn, false, decoder_weight().grad(), T(1), T(1));
-    c.d_h.resize(c.hn.shape());
-    ops<B>::matmul(g, false, ConstView<B, T>(decoder_weight().value()), false, c.d_h.view().reshape(Shape{hn.dim(0), C}));
-    head_norm_.backward(c.ha.cview(), c.d_h.cview(), c.d_h.view(), c.head_norm);
-    ops<B>::gelu_erf_backward(c.hd.cview(), c.d_h.cview(), c.d_h.view());
     c.d_out.resize(c.out.shape());
-    head_dense_.backward(c.out.cview(), c.d_h.cview(), c.d_out.view());
+    head_.backward(c.out.cview(), dlogits, decoder_weight(), logits_bias(), c.d_out.view(), c.head);
     encode_backward(c.d_out.cview(), c);
   }
 
@@ -303,8 +289,7 @@ class BertModel {
       range_.end = ps.size();
       return;
     }
-    head_dense_ = Linear<B, T>(ps, "cls.predictions.transform.dense", C, C, r, true);
-    head_norm_ = Norm(ps, "cls.predictions.transform.LayerNorm", C, cfg_.layer_norm_eps);
+    head_ = MaskedLMHead<B, T>(ps, "cls.predictions.transform.dense", "cls.predictions.transform.LayerNorm", C, cfg_.layer_norm_eps, r);
     if (!cfg_.tie_word_embeddings) {
       decoder_weight_ = add_param(ps, "cls.predictions.decoder.weight", Shape{V, C}, r);
       decoder_bias_ = add_param(ps, "cls.predictions.decoder.bias", Shape{V}, 0.0);
@@ -374,8 +359,7 @@ class BertModel {
   Norm emb_norm_;
   Dropout emb_drop_;
   std::vector<Layer> layers_;
-  Linear<B, T> head_dense_;
-  Norm head_norm_;
+  MaskedLMHead<B, T> head_;
   Param<B, T> decoder_weight_, decoder_bias_, head_bias_;
 };
 

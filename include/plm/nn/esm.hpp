@@ -30,6 +30,7 @@
 #include "plm/core/error.hpp"
 #include "plm/nn/embedding.hpp"
 #include "plm/nn/layers.hpp"
+#include "plm/nn/mlm_head.hpp"
 #include "plm/nn/norm.hpp"
 #include "plm/nn/position_embedding.hpp"
 
@@ -133,10 +134,10 @@ class EsmModel {
     typename Norm::Cache emb_norm;
     std::vector<Tensor<B, T>> hidden;         // hidden[0] = x0, hidden[i + 1] = output of layer i
     std::vector<typename Layer::Cache> layers;
-    typename Norm::Cache final_norm, head_norm;
+    typename Norm::Cache final_norm;
     Tensor<B, T> out;                         // (B, T, C): the final-normed states
-    Tensor<B, T> hd, ha, hn;                  // head: dense, gelu, norm (B, T, C)
-    Tensor<B, T> d_out, d_a, d_b, d_h;        // backward workspaces
+    typename MaskedLMHead<B, T>::Cache head;
+    Tensor<B, T> d_out, d_a, d_b;             // backward workspaces
   };
 
   // A model that owns its parameters, drawn as transformers draws them:
@@ -243,29 +244,14 @@ class EsmModel {
               Shape({Bn, Tn, cfg_.vocab_size}));
     c.out.resize(Shape{Bn, Tn, C});
     encode(ids, valid, c.out.view(), c, pass);
-    for (Tensor<B, T>* t : {&c.hd, &c.ha, &c.hn}) t->resize(c.out.shape());
-    head_dense_.forward(c.out.cview(), c.hd.view());
-    ops<B>::gelu_erf(c.hd.cview(), c.ha.view());
-    head_norm_.forward(c.ha.cview(), c.hn.view(), c.head_norm);
-    const auto rows = [&](auto v, index_t cols) { return v.reshape(Shape{v.numel() / cols, cols}); };
-    ops<B>::matmul(rows(c.hn.cview(), C), false, ConstView<B, T>(decoder_weight().value()), true, rows(logits, cfg_.vocab_size));
-    ops<B>::add_row(ConstView<B, T>(logits), ConstView<B, T>(head_bias_.value()), logits);
+    head_.forward(c.out.cview(), decoder_weight(), head_bias_, logits, c.head);
   }
 
   // dlogits (B, T, V) -> parameter gradients (added).
   void backward(ConstView<B, T> dlogits, Cache& c) const {
     PLM_CHECK(lm_head_, "EsmModel::backward: this model was built encoder-only (no LM head); use encode_backward()");
-    const index_t C = cfg_.hidden_size, V = cfg_.vocab_size;
-    const auto g = dlogits.reshape(Shape{dlogits.numel() / V, V});
-    const auto hn = c.hn.cview().reshape(Shape{c.hn.numel() / C, C});
-    ops<B>::sum_rows(g, head_bias_.grad(), T(1));
-    ops<B>::matmul(g, true, hn, false, decoder_weight().grad(), T(1), T(1));
-    c.d_h.resize(c.hn.shape());
-    ops<B>::matmul(g, false, ConstView<B, T>(decoder_weight().value()), false, c.d_h.view().reshape(Shape{hn.dim(0), C}));
-    head_norm_.backward(c.ha.cview(), c.d_h.cview(), c.d_h.view(), c.head_norm);
-    ops<B>::gelu_erf_backward(c.hd.cview(), c.d_h.cview(), c.d_h.view());
     c.d_out.resize(c.out.shape());
-    head_dense_.backward(c.out.cview(), c.d_h.cview(), c.d_out.view());
+    head_.backward(c.out.cview(), dlogits, decoder_weight(), head_bias_, c.d_out.view(), c.head);
     encode_backward(c.d_out.cview(), c);
   }
 
@@ -289,8 +275,7 @@ class EsmModel {
       return;
     }
     contact_ = Linear<B, T>(ps, "esm.contact_head.regression", cfg_.num_hidden_layers * cfg_.num_attention_heads, 1, r, true);
-    head_dense_ = Linear<B, T>(ps, "lm_head.dense", C, C, r, true);
-    head_norm_ = Norm(ps, "lm_head.layer_norm", C, cfg_.layer_norm_eps);
+    head_ = MaskedLMHead<B, T>(ps, "lm_head.dense", "lm_head.layer_norm", C, cfg_.layer_norm_eps, r);
     if (!cfg_.tie_word_embeddings) decoder_ = Linear<B, T>(ps, "lm_head.decoder", C, cfg_.vocab_size, r);
     head_bias_ = add_param(ps, "lm_head.bias", Shape{cfg_.vocab_size}, 0.0);
     range_.end = ps.size();
@@ -391,8 +376,8 @@ class EsmModel {
   Norm emb_norm_;                      // ESM-1b: emb_layer_norm_before
   std::vector<Layer> layers_;
   Norm final_norm_;
-  Linear<B, T> contact_, head_dense_;
-  Norm head_norm_;
+  Linear<B, T> contact_;
+  MaskedLMHead<B, T> head_;
   Linear<B, T> decoder_;
   Param<B, T> head_bias_;
 };
