@@ -170,4 +170,31 @@ struct T5Config {
   }
 };
 
+namespace detail {
+// The checks every BERT-style config (transformers' names: EsmConfig,
+// BertConfig) shares: sizes within C's bounds, heads that divide the width,
+// the norm's epsilon, the init range and the dropout rates; each error names
+// the key.
+template <class C>
+void validate_encoder_sizes(const C& c, const std::string& where) {
+  const auto in = [&](const char* key, index_t v, index_t lo, index_t hi) {
+    PLM_CHECK(v >= lo && v <= hi, where, ": ", key, " = ", v, " is outside [", lo, ", ", hi, "]");
+  };
+  in("vocab_size", c.vocab_size, 1, C::max_vocab);
+  in("hidden_size", c.hidden_size, 1, C::max_width);
+  in("num_hidden_layers", c.num_hidden_layers, 1, C::max_depth);
+  in("num_attention_heads", c.num_attention_heads, 1, C::max_heads);
+  in("intermediate_size", c.intermediate_size, 1, C::max_width);
+  PLM_CHECK(c.hidden_size % c.num_attention_heads == 0, where, ": hidden_size ", c.hidden_size,
+            " is not a multiple of num_attention_heads ", c.num_attention_heads);
+  PLM_CHECK(std::isfinite(c.layer_norm_eps) && c.layer_norm_eps > 0 && c.layer_norm_eps < 1, where, ": layer_norm_eps = ",
+            c.layer_norm_eps, " must be in (0, 1)");
+  PLM_CHECK(std::isfinite(c.initializer_range) && c.initializer_range > 0, where, ": initializer_range = ", c.initializer_range,
+            " must be positive");
+  for (const auto& [key, p] : {std::pair<const char*, double>{"hidden_dropout_prob", c.hidden_dropout_prob},
+                               {"attention_probs_dropout_prob", c.attention_probs_dropout_prob}})
+    PLM_CHECK(p >= 0 && p < 1, where, ": ", key, " = ", p, " must be in [0, 1)");
+}
+}  // namespace detail
+
 }  // namespace plm::nn

@@ -72,16 +72,7 @@ struct EsmConfig {
 
   // Refuses what this model cannot build, naming the key.
   void validate(const std::string& where = "EsmConfig") const {
-    const auto in = [&](const char* key, index_t v, index_t lo, index_t hi) {
-      PLM_CHECK(v >= lo && v <= hi, where, ": ", key, " = ", v, " is outside [", lo, ", ", hi, "]");
-    };
-    in("vocab_size", vocab_size, 1, max_vocab);
-    in("hidden_size", hidden_size, 1, max_width);
-    in("num_hidden_layers", num_hidden_layers, 1, max_depth);
-    in("num_attention_heads", num_attention_heads, 1, max_heads);
-    in("intermediate_size", intermediate_size, 1, max_width);
-    PLM_CHECK(hidden_size % num_attention_heads == 0, where, ": hidden_size ", hidden_size, " is not a multiple of num_attention_heads ",
-              num_attention_heads);
+    detail::validate_encoder_sizes(*this, where);
     PLM_CHECK(position_embedding_type == "rotary" || position_embedding_type == "absolute", where, ": position_embedding_type '",
               position_embedding_type,
               "' is not supported (plm builds ESM-2's \"rotary\" and ESM-1b's learned \"absolute\" positions; relative_key variants are not implemented)");
@@ -91,13 +82,6 @@ struct EsmConfig {
               ": absolute positions count from pad_token_id + 1 = ", pad_token_id + 1, ", outside max_position_embeddings ",
               max_position_embeddings);
     PLM_CHECK(std::isfinite(rope_theta) && rope_theta > 0, where, ": rope_theta = ", rope_theta, " must be positive");
-    PLM_CHECK(std::isfinite(layer_norm_eps) && layer_norm_eps > 0 && layer_norm_eps < 1, where, ": layer_norm_eps = ", layer_norm_eps,
-              " must be in (0, 1)");
-    PLM_CHECK(std::isfinite(initializer_range) && initializer_range > 0, where, ": initializer_range = ", initializer_range,
-              " must be positive");
-    for (const auto& [key, p] : {std::pair<const char*, double>{"hidden_dropout_prob", hidden_dropout_prob},
-                                 {"attention_probs_dropout_prob", attention_probs_dropout_prob}})
-      PLM_CHECK(p >= 0 && p < 1, where, ": ", key, " = ", p, " must be in [0, 1)");
     PLM_CHECK(mask_token_id >= 0 && mask_token_id < vocab_size, where, ": mask_token_id ", mask_token_id, " is outside the vocabulary of ",
               vocab_size);
     PLM_CHECK(pad_token_id >= 0 && pad_token_id < vocab_size, where, ": pad_token_id ", pad_token_id, " is outside the vocabulary of ",
