@@ -30,6 +30,7 @@
 #include "plm/samplers/batching.hpp"
 #include "plm/samplers/negative_batch.hpp"
 #include "plm/train/classification.hpp"
+#include "plm/train/task_model.hpp"
 
 namespace plm::train {
 
@@ -39,10 +40,13 @@ struct ClassifierEvaluation {
 };
 
 template <class Encoder>
-class NegativeMiningModel {
+class NegativeMiningModel : public EncoderWithHead<Encoder, objectives::NegativeMiningClassifier<typename Encoder::backend,
+                                                                                                typename Encoder::value_type>> {
+  using Base = EncoderWithHead<Encoder, objectives::NegativeMiningClassifier<typename Encoder::backend, typename Encoder::value_type>>;
+
  public:
-  using B = typename Encoder::backend;
-  using T = typename Encoder::value_type;
+  using typename Base::B;
+  using typename Base::T;
   using Head = objectives::NegativeMiningClassifier<B, T>;
 
   // Builds the encoder from its config and the head on its hidden size (hc.d_model
@@ -52,17 +56,7 @@ class NegativeMiningModel {
   template <class Config>
   NegativeMiningModel(const Config& c, objectives::NegativeMiningHeadConfig hc, objectives::NegativeMiningOptions o, std::uint64_t seed,
                       bool freeze_encoder = false)
-      : encoder_(nn::make_encoder_in<Encoder>(ps_, c)), head_(ps_, with_width(hc, encoder_.d_model()), o), freeze_(freeze_encoder) {
-    ps_.allocate();
-    ps_.init(seed);
-  }
-  NegativeMiningModel(const NegativeMiningModel&) = delete;
-  NegativeMiningModel& operator=(const NegativeMiningModel&) = delete;
-
-  nn::ParameterSet<B, T>& params() { return ps_; }
-  Encoder& encoder() { return encoder_; }
-  const Head& head() const { return head_; }
-  index_t d_model() const { return encoder_.d_model(); }
+      : Base(c, seed, freeze_encoder, hc, o) {}
 
   // tokens, labels: per item (nb.items index them); pad: the padding id.
   // with_gradient: a training step, the encoder in a training pass (the
@@ -72,8 +66,6 @@ class NegativeMiningModel {
                                         const samplers::NegativeBatch& nb, std::int32_t pad, bool with_gradient,
                                         std::uint64_t dropout_seed = 0) {
     samplers::pad_rows<B>(tokens, nb.items, pad, ids_, valid_);
-    H_.resize(Shape{ids_.dim(0), ids_.dim(1), d_model()});
-    encoder_.encode(ids_.cview(), valid_.cview(), H_.view(), enc_, with_gradient ? nn::Pass::train(dropout_seed) : nn::Pass::eval());
     anchor_labels_.clear();
     for (index_t a = 0; a < nb.rows.anchors; ++a) {
       const index_t item = nb.items[static_cast<std::size_t>(a)];
@@ -81,12 +73,10 @@ class NegativeMiningModel {
                 labels.size(), " labels");
       anchor_labels_.push_back(labels[static_cast<std::size_t>(item)]);
     }
-    const auto r = head_.forward(H_.cview(), valid_.cview(), nb.rows, anchor_labels_, work_, with_gradient);
-    if (!with_gradient) return r;
-    dH_.resize(H_.shape());
-    head_.backward(H_.cview(), dH_.view(), work_);
-    if (!freeze_) encoder_.encode_backward(dH_.cview(), enc_);
-    return r;
+    return this->run(ids_.cview(), valid_.cview(), with_gradient, dropout_seed,
+                     [&](ConstView<B, T> H, typename Head::Work& w, bool grad) {
+                       return this->head_.forward(H, valid_.cview(), nb.rows, anchor_labels_, w, grad);
+                     });
   }
 
   // Over proteins (items of tokens / labels) in batches of `batch`, shortest first.
@@ -107,21 +97,17 @@ class NegativeMiningModel {
   // Pooled representations (proteins.size(), d_model) of proteins, in their order.
   Tensor<cpu, T> embed(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
                        const std::vector<index_t>& proteins, index_t batch, std::int32_t pad) {
-    Tensor<cpu, T> out(Shape{static_cast<index_t>(proteins.size()), d_model()});
+    Tensor<cpu, T> out(Shape{static_cast<index_t>(proteins.size()), this->d_model()});
     index_t row = 0;
     for_batches(tokens, labels, proteins, batch, pad, [&](const samplers::NegativeBatch& nb, const objectives::NegativeMiningResult&) {
-      download(head_.pooled(work_), out.data() + row * d_model());
+      download(this->head_.pooled(this->work_), out.data() + row * this->d_model());
       row += nb.rows.anchors;
     });
     return out;
   }
 
  private:
-  static objectives::NegativeMiningHeadConfig with_width(objectives::NegativeMiningHeadConfig hc, index_t d) {
-    hc.d_model = d;
-    return hc;
-  }
-  std::int32_t head_classes() const { return static_cast<std::int32_t>(head_.head().out_features()); }
+  std::int32_t head_classes() const { return static_cast<std::int32_t>(this->head_.head().out_features()); }
   // Forward passes without gradient over proteins cut into anchor-only batches.
   template <class F>
   void for_batches(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
@@ -134,15 +120,8 @@ class NegativeMiningModel {
     }
   }
 
-  nn::ParameterSet<B, T> ps_;  // declared first: the layers below register into it
-  Encoder encoder_;
-  Head head_;
-  bool freeze_ = false;
-  typename Encoder::Cache enc_;
-  typename Head::Work work_;
   Tensor<B, std::int32_t> ids_;
   Tensor<B, std::uint8_t> valid_;
-  Tensor<B, T> H_, dH_;
   std::vector<std::int32_t> anchor_labels_;
 };
 
