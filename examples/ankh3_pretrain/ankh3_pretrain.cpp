@@ -262,14 +262,7 @@ int main(int argc, char** argv) {
   op->add_option("--token-budget", o.data.batching.token_budget, "padded input + target tokens per micro-batch")->check(at_least(1));
   op->add_option("--max-rows", o.data.batching.max_rows, "sequences per micro-batch (0 = budget only)")->check(non_negative());
   op->add_option("--window", o.data.batching.window, "examples sorted by length together (0 = the whole pool)")->check(non_negative());
-  auto* r = app.add_option_group("run");
-  r->add_option("--out", o.out, "output directory"), r->add_flag("--resume", o.resume, "continue from --out/checkpoint.safetensors");
-  r->add_flag("--overwrite", o.overwrite, "replace an earlier run in --out (without it, or --resume, an earlier run is refused)");
-  r->add_option("--eval-every", o.eval_every)->check(at_least(1));
-  r->add_option("--checkpoint-every", o.checkpoint_every)->check(at_least(1));
-  r->add_option("--seed", o.seed)->check(non_negative());
-  r->add_option("--threads", o.threads, "CPU threads (0 = all)")->check(non_negative());
-  train::add_device_options(*r, o.device);
+  train::add_run_options(*app.add_option_group("run"), o);
   app.callback([&] {  // rules between options, still at parse time
     const auto& f = o.data.fasta;
     if (f.max_length > 0 && f.min_length > f.max_length)

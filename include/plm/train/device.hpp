@@ -36,6 +36,22 @@ void add_device_options(App& app, DeviceOptions& d) {
   app.add_option("--gpu-math", d.math, "float GEMMs on the GPU: fp32, tf32 or bf16 (fp32 accumulation)")->check(cli::one_of({"fp32", "tf32", "bf16"}));
 }
 
+// The "run" options every training program shares, into the option group
+// `group` of a CLI11 parser: --out, --resume, --overwrite, --eval-every,
+// --checkpoint-every, --seed, --threads and the device options. O is the
+// program's options (members out, resume, overwrite, eval_every,
+// checkpoint_every, seed, threads, device).
+template <class Group, class O>
+void add_run_options(Group& r, O& o) {
+  r.add_option("--out", o.out, "output directory"), r.add_flag("--resume", o.resume, "continue from --out/checkpoint.safetensors");
+  r.add_flag("--overwrite", o.overwrite, "replace an earlier run in --out (without it, or --resume, an earlier run is refused)");
+  r.add_option("--eval-every", o.eval_every)->check(cli::at_least(1));
+  r.add_option("--checkpoint-every", o.checkpoint_every)->check(cli::at_least(1));
+  r.add_option("--seed", o.seed)->check(cli::non_negative());
+  r.add_option("--threads", o.threads, "CPU threads (0 = all)")->check(cli::non_negative());
+  add_device_options(r, o.device);
+}
+
 // True when this program was built with the CUDA backend (a GPU may still be absent).
 inline constexpr bool built_with_cuda() {
 #if defined(PLM_HAS_CUDA)
