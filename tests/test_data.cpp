@@ -817,6 +817,36 @@ TEST_CASE("make_classification_set: small classes dropped, classes renumbered; p
   check_error([&] { make_classification_set(set, ankh3, {3, 0}); }, "0 of 3 classes have at least 3 proteins");
 }
 
+TEST_CASE("load_classification: cut to max_length and counted, split by table or by files, tokenized by the model's tokenizer") {
+  TempDir tmp;
+  const std::string fa = tmp.file("all.fasta"), lab = tmp.file("l.tsv"), sp = tmp.file("split.tsv");
+  write_file(fa, ">P1\nMKVLA\n>P2\nAAG\n>P3\nLLLWWW\n>P4\nWW\n");
+  write_file(lab, "P1\ta\nP2\tb\nP3\tb\nP4\ta\n");
+  write_file(sp, "P1\ttrain\nP2\tvalid\nP3\ttest\nP4\ttrain\n");
+  ClassificationSource src;
+  src.fasta = fa, src.labels = lab, src.split_table = sp, src.max_length = 4;
+  const auto tok = Tokenizer::load("ankh3");
+  const auto t = load_classification(src, tok, InputStyle::words);
+  CHECK(t.labelled == 4);
+  CHECK(t.cut == 2);            // MKVLA and LLLWWW
+  CHECK(t.median_length == 5);  // of 5, 3, 6, 2 (upper median)
+  CHECK(t.split_from == "as given by " + sp);
+  CHECK(t.set.split == std::vector<Split>{Split::train, Split::valid, Split::test, Split::train});
+  CHECK(t.set.tokens[0].size() == 1 + 4 + 1);  // [NLU], 4 residues, </s>
+  const std::string tr = tmp.file("train.fasta"), va = tmp.file("valid.fasta"), te = tmp.file("test.fasta");
+  write_file(tr, ">P1\nMKVLA\n>P4\nWW\n");
+  write_file(va, ">P2\nAAG\n");
+  write_file(te, ">P3\nLLLWWW\n");
+  ClassificationSource files = src;
+  files.train_fasta = tr, files.valid_fasta = va, files.test_fasta = te;
+  check_error([&] { load_classification(files, tok, InputStyle::words); }, "a split table and separate files both give the split");
+  files.split_table.clear();
+  const auto f = load_classification(files, tok, InputStyle::words);
+  CHECK(f.split_from == "as given by the files");
+  CHECK(f.set.ids == std::vector<std::string>{"P1", "P4", "P2", "P3"});
+  CHECK(f.set.split == std::vector<Split>{Split::train, Split::train, Split::valid, Split::test});
+}
+
 TEST_CASE("PairList: partners and non-partners both ways, errors with file:line") {
   TempDir tmp;
   const std::string path = tmp.file("pairs.tsv");

@@ -186,35 +186,18 @@ int run(const Options& o) {
                                     : o.backbone.empty() ? data::Tokenizer::load("ankh3")
                                                          : data::Tokenizer::from_directory(o.backbone);
   const data::Vocabulary& vocab = tokenizer.vocabulary();
-  const bool given_files = !o.train_fasta.empty();
-  std::vector<data::Split> file_split;
-  data::LabelledSet set = given_files ? data::read_labelled_splits(o.train_fasta, o.valid_fasta, o.test_fasta, o.labels, file_split)
-                                      : data::read_labelled(o.fasta, o.labels);
-  // Longer proteins keep their first --max-length residues (the N-terminus: signal peptides sit there); said, not silent.
-  std::size_t cut = 0;
-  std::vector<std::size_t> lengths;
-  for (auto& seq : set.sequences) {
-    lengths.push_back(seq.size());
-    if (o.max_length > 0 && seq.size() > o.max_length) seq.resize(o.max_length), ++cut;
-  }
-  std::nth_element(lengths.begin(), lengths.begin() + static_cast<long>(lengths.size() / 2), lengths.end());
+  data::ClassificationSource src;
+  src.fasta = o.fasta, src.labels = o.labels, src.clusters = o.clusters, src.split_table = o.split_table;
+  src.train_fasta = o.train_fasta, src.valid_fasta = o.valid_fasta, src.test_fasta = o.test_fasta;
+  src.fractions = {o.valid_fraction, o.test_fraction}, src.seed = o.seed, src.max_length = o.max_length;
+  src.options = {o.min_class_size, o.limit};
+  data::LoadedClassification task = data::load_classification(src, tokenizer, data::parse_input_style(o.tokenize));
+  const std::size_t cut = task.cut;
+  const std::string how = task.split_from;
   std::fprintf(stderr, "nm_finetune: tokenizer %s; median length %zu residues; %zu of %zu proteins longer than --max-length %zu %s\n",
-               tokenizer.source().c_str(), lengths[lengths.size() / 2], cut, set.size(), o.max_length,
+               tokenizer.source().c_str(), task.median_length, cut, task.labelled, o.max_length,
                cut ? "were cut to their first residues" : "(none cut)");
-  std::unordered_map<std::string, data::Split> split_of;
-  for (std::size_t i = 0; i < file_split.size(); ++i) split_of.emplace(set.ids[i], file_split[i]);
-  data::ClassificationSet d =
-      data::make_classification_set(set, tokenizer, data::parse_input_style(o.tokenize), {o.min_class_size, o.limit});
-  std::string how = "by cluster";
-  if (given_files) {
-    how = "as given by the files";
-    for (const auto& id : d.ids) d.split.push_back(split_of.at(id));
-  } else if (!o.split_table.empty()) {
-    how = "as given by " + o.split_table;
-    d.split = data::read_split_table(d.ids, o.split_table);
-  } else {
-    d.split = data::split_by_cluster(d.ids, o.clusters, {o.valid_fraction, o.test_fraction}, o.seed);
-  }
+  data::ClassificationSet& d = task.set;
   std::map<std::string, std::size_t> n_split;
   for (auto s : d.split) ++n_split[data::split_name(s)];
   std::fprintf(stderr, "nm_finetune: %zu proteins, %zu classes; split %s: %zu train, %zu valid, %zu test\n", d.ids.size(),

@@ -5,6 +5,8 @@
 // sequence starts with [NLU], the prefix under which Ankh3 embeds proteins.
 // split holds one Split per protein once the caller assigns it
 // (split_by_cluster keeps homologues on one side).
+#include <algorithm>
+#include <unordered_map>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -93,6 +95,61 @@ inline ClassificationSet make_classification_set(const LabelledSet& set, const T
                                            tok.encode(seq, style, e, id);
                                            t.insert(t.end(), e.ids.begin(), e.ids.end());
                                          });
+}
+
+// Where a classification task's proteins, labels and split come from, as a
+// fine-tuning program takes them: one labelled FASTA split by clusters, or by a
+// split table, or separate train / valid / test FASTA files with one label table.
+struct ClassificationSource {
+  std::string fasta, labels, clusters;                    // the cluster split (the default)
+  std::string split_table;                                // or ID<TAB>train|valid|test
+  std::string train_fasta, valid_fasta, test_fasta;       // or three files (all three, instead of fasta)
+  SplitFractions fractions;                               // the cluster split's shares
+  std::uint64_t seed = 0;                                 // keys the cluster split
+  std::size_t max_length = 0;                             // longer proteins keep their first residues; 0 = no limit
+  ClassificationOptions options;
+};
+
+struct LoadedClassification {
+  ClassificationSet set;         // split assigned
+  std::string split_from;        // "by cluster", "as given by <table>", "as given by the files"
+  std::size_t labelled = 0;      // labelled proteins read (before the class filter and limit)
+  std::size_t cut = 0;           // of those, cut to max_length residues
+  std::size_t median_length = 0; // their median length, before cutting
+};
+
+// Reads, cuts (keeping the N-terminus, where signal peptides sit), tokenizes
+// with the model's own tokenizer and splits a classification task.
+inline LoadedClassification load_classification(const ClassificationSource& src, const Tokenizer& tok, InputStyle style) {
+  const bool given_files = !src.train_fasta.empty();
+  PLM_CHECK(!given_files || src.split_table.empty(), "load_classification: a split table and separate files both give the split");
+  std::vector<Split> file_split;
+  LabelledSet set = given_files ? read_labelled_splits(src.train_fasta, src.valid_fasta, src.test_fasta, src.labels, file_split)
+                                : read_labelled(src.fasta, src.labels);
+  LoadedClassification r;
+  r.labelled = set.size();
+  std::vector<std::size_t> lengths;
+  for (auto& seq : set.sequences) {
+    lengths.push_back(seq.size());
+    if (src.max_length > 0 && seq.size() > src.max_length) seq.resize(src.max_length), ++r.cut;
+  }
+  std::nth_element(lengths.begin(), lengths.begin() + static_cast<long>(lengths.size() / 2), lengths.end());
+  r.median_length = lengths[lengths.size() / 2];
+  std::unordered_map<std::string, Split> split_of;
+  for (std::size_t i = 0; i < file_split.size(); ++i) split_of.emplace(set.ids[i], file_split[i]);
+  r.set = make_classification_set(set, tok, style, src.options);
+  ClassificationSet& d = r.set;
+  if (given_files) {
+    r.split_from = "as given by the files";
+    for (const auto& id : d.ids) d.split.push_back(split_of.at(id));
+  } else if (!src.split_table.empty()) {
+    r.split_from = "as given by " + src.split_table;
+    d.split = read_split_table(d.ids, src.split_table);
+  } else {
+    r.split_from = "by cluster";
+    d.split = split_by_cluster(d.ids, src.clusters, src.fractions, src.seed);
+  }
+  return r;
 }
 
 }  // namespace plm::data
