@@ -43,6 +43,7 @@
 #include "plm/data/labelled.hpp"
 #include "plm/data/tokenizer.hpp"
 #include "plm/data/vocabulary.hpp"
+#include "plm/io/bert_checkpoint.hpp"
 #include "plm/io/checkpoint.hpp"
 #include "plm/io/esm_checkpoint.hpp"
 #include "plm/io/hf_config.hpp"
@@ -548,12 +549,32 @@ inline bool read_esm_config(Scratch& s, const std::string& path, const std::uint
   return true;
 }
 
-// The input is a config.json, read as a T5 config and as an ESM config.
+// A BERT config.json: the same rules.
+inline bool read_bert_config(Scratch& s, const std::string& path, const std::uint8_t* data, std::size_t size) {
+  nn::BertConfig c;
+  if (!attempt([&] { c = io::read_bert_config(path); })) return false;
+  PLM_FUZZ_EXPECT(!has_nul(data, size), "a BERT config.json holding a NUL byte was accepted");
+  const std::string again = s.dir() + "/bert_config_again.json";
+  attempt([&] {
+    io::write_bert_config(c, again);
+    const nn::BertConfig d = io::read_bert_config(again);
+    const bool same = c.vocab_size == d.vocab_size && c.hidden_size == d.hidden_size && c.num_hidden_layers == d.num_hidden_layers &&
+                      c.num_attention_heads == d.num_attention_heads && c.intermediate_size == d.intermediate_size &&
+                      c.max_position_embeddings == d.max_position_embeddings && c.type_vocab_size == d.type_vocab_size &&
+                      c.layer_norm_eps == d.layer_norm_eps && c.pad_token_id == d.pad_token_id &&
+                      c.tie_word_embeddings == d.tie_word_embeddings;
+    PLM_FUZZ_EXPECT(same, "BERT config does not read back as written");
+  });
+  return true;
+}
+
+// The input is a config.json, read as a T5, an ESM and a BERT config.
 inline int fuzz_config(const std::uint8_t* data, std::size_t size) {
   first_error().clear();
   Scratch& s = Scratch::get();
   const std::string path = s.write("config.json", data, size);
-  const bool esm = read_esm_config(s, path, data, size);
+  const bool esm_ok = read_esm_config(s, path, data, size), bert_ok = read_bert_config(s, path, data, size);
+  const bool esm = esm_ok || bert_ok;  // another family accepted it
   nn::T5Config c;
   if (!attempt([&] { c = io::read_t5_config(path); }, /*primary=*/!esm)) return 0;
   PLM_FUZZ_EXPECT(!has_nul(data, size), "a config.json holding a NUL byte was accepted");
@@ -673,7 +694,9 @@ inline int fuzz_vocab_file(const std::uint8_t* data, std::size_t size) {
   const std::string path = Scratch::get().write("tokens.vocab", data, size);
   // as an EsmTokenizer's vocab.txt, and as plm's vocabulary file (an input
   // counts as refused when both refuse it)
-  const bool esm = attempt([&] { exercise_tokenizer(data::Tokenizer::from_esm_vocab(path)); });
+  const bool esm_ok = attempt([&] { exercise_tokenizer(data::Tokenizer::from_esm_vocab(path)); });
+  const bool bert_ok = attempt([&] { exercise_tokenizer(data::Tokenizer::from_bert_vocab(path)); });
+  const bool esm = esm_ok || bert_ok;
   attempt([&] { exercise_vocabulary(data::Vocabulary::load(path)); }, /*primary=*/!esm);
   if (fnv1a(data, size) & 1)
     attempt([&] { exercise_vocabulary(data::Vocabulary::from_vocab_file(path, alternative_specials())); });
@@ -706,6 +729,11 @@ inline int fuzz_labelled(const std::uint8_t* data, std::size_t size) {
       ids.push_back(id);
     }
   }
+  if (table_ok)  // the table as a split table too: every split one of the three, in the order of ids
+    attempt([&] {
+      const std::vector<data::Split> split = data::read_split_table(ids, table);
+      PLM_FUZZ_EXPECT(split.size() == ids.size(), "split sizes");
+    });
   for (bool require_all : {false, true})
     attempt(
         [&] {
