@@ -3,9 +3,12 @@
 // Swiss-Prot families, minutes on a laptop CPU. Writes into --out: metrics.jsonl (one line per step and evaluation),
 // checkpoint.safetensors (model + optimizer + data cursor, atomic: kill it and --resume continues exactly) and model/
 // (a Hugging Face T5 checkpoint). The loop is written out on purpose: plm gives the pieces, the loop stays yours.
+// Under mpirun / srun every rank trains on its share of the batches (dist::DataParallel); rank 0 writes the files.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <plm/dist/data_parallel.hpp>
+#include <plm/dist/environment.hpp>
 #include <plm/io/checkpoint.hpp>
 #include <plm/io/t5_checkpoint.hpp>
 #include <plm/io/tokenizer_files.hpp>
@@ -18,6 +21,7 @@
 #include <plm/samplers/pretrain_stream.hpp>
 #include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
+#include <plm/train/distributed.hpp>
 #include <plm/train/metrics.hpp>
 #include <plm/train/progress.hpp>
 #include <plm/train/run_directory.hpp>
@@ -25,6 +29,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #ifndef PLM_EXAMPLE_DATA_DIR
 #define PLM_EXAMPLE_DATA_DIR "examples/data"
@@ -60,8 +65,9 @@ struct Options {
   bool resume = false, overwrite = false;
   long eval_every = 250, checkpoint_every = 250;
   std::uint64_t seed = 1;
-  int threads = 0;  // 0 = all cores
+  int threads = 0;  // 0 = all cores (shared by the ranks of one machine)
   train::DeviceOptions device;
+  train::DistOptions dist;
 };
 
 nn::T5Config make_config(const Options& o, std::int32_t vocab_size) {
@@ -77,8 +83,9 @@ nn::T5Config make_config(const Options& o, std::int32_t vocab_size) {
 
 // What a resume must share with its run besides the data settings the stream checks itself
 // (model: d_model, d_ff, heads, d_kv, layers, decoder layers, vocabulary).
-nlohmann::json fingerprint(const Options& o, const nn::T5Config& c) {
-  return {{"vocab", o.vocab}, {"optimizer", o.optimizer}, {"accum", o.accum},
+// Micro-batches per step over all ranks: a job resumes on any number of ranks that keeps it.
+nlohmann::json fingerprint(const Options& o, const nn::T5Config& c, std::int64_t micro_batches_per_step) {
+  return {{"vocab", o.vocab}, {"optimizer", o.optimizer}, {"micro_batches_per_step", micro_batches_per_step},
           {"model", {c.d_model, c.d_ff, c.num_heads, c.d_kv, c.num_layers, c.num_decoder_layers, c.vocab_size}}};
 }
 
@@ -89,14 +96,16 @@ nlohmann::json record(const char* split, std::int64_t step, const objectives::Mu
 }
 
 template <class B>
-int run(const Options& o) {
+int run(const Options& o, dist::Communicator& comm) {
   using Model = nn::Ankh3Model<B, float>;
-  if (o.threads > 0) set_num_threads(o.threads);
-  if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
+  const bool lead = comm.rank() == 0;  // writes the files, the metrics and the progress
+  train::set_threads_for_rank(o.threads);
+  if (const std::string w = blas_kernel_warning(); !w.empty() && lead) std::fprintf(stderr, "%s\n", w.c_str());
   PLM_CHECK(o.steps > 0 && o.accum > 0 && o.eval_every > 0 && o.checkpoint_every > 0, "--steps, --accum, --eval-every, --checkpoint-every must be > 0");
   // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
-  train::RunDirectory run_dir(o.out, {"checkpoint.safetensors", "metrics.jsonl", "model"}, o.resume, o.overwrite);
-  const std::string ckpt = run_dir.file("checkpoint.safetensors"), metrics_path = run_dir.file("metrics.jsonl");
+  std::optional<train::RunDirectory> run_dir;
+  if (lead) run_dir.emplace(o.out, std::vector<std::string>{"checkpoint.safetensors", "metrics.jsonl", "model"}, o.resume, o.overwrite);
+  const std::string ckpt = (fs::path(o.out) / "checkpoint.safetensors").string(), metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
 
   // A preset, a tokenizer directory or file (saved with the model, so transformers' AutoTokenizer and plm read the same ids).
   const data::Tokenizer tokenizer = data::Tokenizer::load(o.vocab);
@@ -106,37 +115,47 @@ int run(const Options& o) {
   samplers::Ankh3Options ao = o.tasks;
   so.seed = so.fasta.seed = ao.seed = o.seed;  // one seed keys every draw
   samplers::PretrainStream stream(so, vocab, samplers::Ankh3Sampler(ao, samplers::ankh3_tokens(vocab)));
+  stream.shard(comm.rank(), comm.size());  // rank r takes batch r of every comm.size()
 
   Model model = o.init.empty() ? Model(make_config(o, vocab.size()), o.seed) : io::load_t5<Model>(o.init);
   const nn::T5Config& cfg = model.config();
   PLM_CHECK(cfg.vocab_size >= vocab.size(), "model vocabulary ", cfg.vocab_size, " is smaller than the tokenizer's ", vocab.size());
   auto& ps = model.params();
-  std::fprintf(stderr, "ankh3_pretrain: model d_model %ld, %ld+%ld layers, %ld heads, d_ff %ld, %.2fM parameters\n", long(cfg.d_model),
+  dist::DataParallel<B, float> dp(comm, ps, {o.dist.zero1, o.accum});
+  if (lead) std::fprintf(stderr, "ankh3_pretrain: model d_model %ld, %ld+%ld layers, %ld heads, d_ff %ld, %.2fM parameters\n", long(cfg.d_model),
                long(cfg.num_layers), long(cfg.num_decoder_layers), long(cfg.num_heads), long(cfg.d_ff), double(ps.numel()) / 1e6);
   const samplers::ExamplePool valid = stream.held_out();  // fixed examples and batches: the same masks at every evaluation
   const auto baseline = samplers::residue_frequency_baseline(stream.first_pool_records(), valid.examples, vocab);
-  std::fprintf(stderr, "ankh3_pretrain: %zu held-out sequences; frequency baseline (always '%s'): nlu %.3f, s2s %.3f\n",
+  if (lead) std::fprintf(stderr, "ankh3_pretrain: %zu held-out sequences; frequency baseline (always '%s'): nlu %.3f, s2s %.3f\n",
                valid.examples.size(), vocab.token(baseline.token).c_str(), baseline.accuracy.at("nlu"), baseline.accuracy.at("s2s"));
   objectives::MultiTask<B, float> loss({{"nlu", o.nlu_weight}, {"s2s", o.s2s_weight}}, vocab.residue_ids(), -100, o.label_smoothing);
   optim::ParamGroups groups;  // the relative position bias tables: --bias-lr, no weight decay
   for (auto s : {"encoder", "decoder"}) groups.add(std::string(s) + ".block.0.layer.0.SelfAttention.relative_attention_bias.", {o.bias_lr, false});
-  auto opt = optim::make_optimizer<B, float>(o.optimizer, ps, {o.weight_decay}, groups);
-  const auto state = opt.named_state();  // checkpointed with the parameters
+  auto opt = optim::make_optimizer<B, float>(o.optimizer, ps, {o.weight_decay}, groups, dp.optimizer_range());
+  const auto state = opt.named_state();  // checkpointed with the parameters (under ZeRO-1 this rank's part)
+  train::report_data_parallel(dp, state, "ankh3_pretrain");
   const optim::LRSchedule schedule{o.lr, o.warmup, o.steps, optim::LRSchedule::parse(o.schedule), 0.05};
 
   io::TrainingState ts{0, o.seed};  // step 0; the data cursor is the stream's
-  if (o.resume && fs::exists(ckpt)) {
-    ts = io::load_checkpoint(ckpt, ps, state);
-    io::check_fingerprint(ckpt, ts, fingerprint(o, cfg));
+  // Rank 0 reads the checkpoint; every rank gets the weights, its optimizer state and the cursor.
+  const auto resumed = o.resume ? dp.resume(ckpt, state, [&](const io::TrainingState& t) {
+    io::check_fingerprint(ckpt, t, fingerprint(o, cfg, dp.global_micro_batches()));
+  }) : std::nullopt;
+  if (resumed) {
+    ts = *resumed;
     stream.restore(ts);
     opt.set_steps(ts.step);
-    std::fprintf(stderr, "ankh3_pretrain: resumed from %s at step %lld (epoch %llu)\n", ckpt.c_str(), (long long)ts.step,
-                 (unsigned long long)ts.epoch);
-  } else if (o.resume) std::fprintf(stderr, "ankh3_pretrain: --resume: no checkpoint in %s yet, starting fresh\n", o.out.c_str());
+    if (lead) std::fprintf(stderr, "ankh3_pretrain: resumed from %s at step %lld (epoch %llu)\n", ckpt.c_str(), (long long)ts.step,
+                           (unsigned long long)ts.epoch);
+  } else {
+    dp.broadcast_parameters();  // one set of weights on every rank (an --init read by each, or the seed's)
+    if (o.resume && lead) std::fprintf(stderr, "ankh3_pretrain: --resume: no checkpoint in %s yet, starting fresh\n", o.out.c_str());
+  }
   PLM_CHECK(ts.step < o.steps, "the checkpoint is at step ", ts.step, ", --steps ", o.steps, " is already reached");
-  run_dir.remove_previous();  // --overwrite: only now that the model, data and checkpoint are set up
+  if (lead) run_dir->remove_previous();  // --overwrite: only now that the model, data and checkpoint are set up
   // Appended to; with --resume first cut back to the checkpoint's step (lines of a run killed before its first checkpoint too).
-  train::MetricsLog metrics(metrics_path, o.resume ? ts.step : -1);
+  train::MetricsLog metrics = lead ? train::MetricsLog(metrics_path, o.resume ? ts.step : -1) : train::MetricsLog();
+  const std::vector<std::string> task_names{"nlu", "s2s"};
 
   typename Model::Cache cache;
   Tensor<B, float> logits;
@@ -145,57 +164,71 @@ int run(const Options& o) {
     logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), cfg.vocab_size});
     model.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, pass, b.dec_valid.cview());
   };
-  const optim::GradientAccumulation acc{o.accum};
-  train::ProgressBar bar(o.steps, "tok/s", ts.step);
+  std::optional<train::ProgressBar> bar;
+  if (lead) bar.emplace(o.steps, "tok/s", ts.step);
   ps.zero_grad();
   for (std::int64_t step = ts.step + 1; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     objectives::MultiTaskResult sum;
-    double step_loss = 0;  // the optimised objective: mean over micro-batches of their totals
-    index_t tokens = 0;
+    double step_loss = 0;  // the optimised objective: mean over all ranks' micro-batches of their totals
+    double tokens = 0;
     for (long micro = 0; micro < o.accum; ++micro) {
       stream.next(b);
-      forward(nn::Pass::train(static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.accum) + static_cast<std::uint64_t>(micro)));
+      forward(nn::Pass::train(dp.micro_key(step, micro)));  // dropout keyed by the micro-batch's index in the whole step
       const auto r = loss(logits.cview(), b.labels.cview(), b.task, logits.view());  // logits become d loss / d logits
-      if (acc.micro_batches > 1) ops<B>::scale(logits.cview(), static_cast<float>(acc.loss_weight()), logits.view());
+      if (dp.global_micro_batches() > 1) ops<B>::scale(logits.cview(), static_cast<float>(dp.loss_weight()), logits.view());
       model.backward(logits.cview(), cache);
+      dp.micro_batch_done();
       sum.add(r);
-      step_loss += r.total * acc.loss_weight();
-      tokens += b.input_tokens + b.target_tokens;
+      step_loss += r.total * dp.loss_weight();
+      tokens += double(b.input_tokens + b.target_tokens);
+    }
+    if (comm.size() > 1) {  // every rank's figures, folded in rank order (as one process folds its micro-batches)
+      auto mine = sum.numbers();
+      mine.insert(mine.end(), {step_loss, tokens});
+      const auto all = dist::gather_numbers(comm, mine, "the step's losses");
+      step_loss = tokens = 0, sum = {};
+      for (const auto& v : all) {
+        sum.add(objectives::MultiTaskResult::from_numbers({v.begin(), v.end() - 2}, task_names));
+        step_loss += v[v.size() - 2], tokens += v.back();
+      }
     }
     sum.total = step_loss;
-    const double grad_norm = o.clip > 0 ? optim::clip_grad_norm(ps, o.clip) : optim::grad_norm(ps);
+    const double grad_norm = dp.reduce_gradients(o.clip);  // NaN / Inf: an error naming the parameter, on every rank
     const double lr = schedule.at(step);
     opt.step(lr);
-    ps.zero_grad();
+    dp.finish_step();
     ts.step = step;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     auto rec = record("train", step, sum);
     rec.update({{"lr", lr}, {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", double(tokens) / secs},
                 {"epoch", stream.cursor().epoch}});
     metrics.write(rec);
-    bar.update(step, {{"loss", sum.total}, {"nlu", sum.tasks[0].loss}, {"s2s", sum.tasks[1].loss}}, double(tokens));
+    if (bar) bar->update(step, {{"loss", sum.total}, {"nlu", sum.tasks[0].loss}, {"s2s", sum.tasks[1].loss}}, tokens);
     if (step % o.eval_every == 0 || step == o.steps) {
-      objectives::MultiTaskResult v;
-      for (const auto& rows : valid.batches) {
-        samplers::collate<B>(valid.examples, rows, b);
+      objectives::MultiTaskResult v;  // rank r evaluates held-out batches r, r + ranks, ...
+      for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < valid.batches.size(); i += static_cast<std::size_t>(comm.size())) {
+        samplers::collate<B>(valid.examples, valid.batches[i], b);
         forward(nn::Pass::eval());
         v.add(loss(logits.cview(), b.labels.cview(), b.task));
       }
+      if (comm.size() > 1) v = train::fold_over_ranks(comm, v, loss.tasks(), "the held-out losses");
       auto vr = record("valid", step, v);
       for (const auto& [task, accuracy] : baseline.accuracy) vr[task + "_baseline_acc"] = accuracy;
       metrics.write(vr);
-      std::fprintf(stderr, "%sstep %lld  valid loss %.4f  nlu %.4f (masked-residue acc %.3f)  s2s %.4f (acc %.3f)\n",
+      if (lead) std::fprintf(stderr, "%sstep %lld  valid loss %.4f  nlu %.4f (masked-residue acc %.3f)  s2s %.4f (acc %.3f)\n",
                    isatty(fileno(stderr)) ? "\n" : "", (long long)step, v.total, v.tasks[0].loss, v.tasks[0].residue_accuracy(),
                    v.tasks[1].loss, v.tasks[1].residue_accuracy());
     }
     if (step % o.checkpoint_every == 0 || step == o.steps) {
       stream.save(ts);  // data cursor: epoch, pool, batch, and the stream's settings
       metrics.sync();  // the log is on disk at least up to the checkpoint
-      ts.extra["fingerprint"] = fingerprint(o, cfg), io::save_checkpoint(ckpt, ps, state, ts);
+      ts.extra["fingerprint"] = fingerprint(o, cfg, dp.global_micro_batches());
+      dp.save_checkpoint(ckpt, state, ts);  // rank 0 writes; under ZeRO-1 the others send it their optimizer state
     }
   }
-  bar.finish();
+  if (!lead) return 0;
+  bar->finish();
   const std::string model_dir = (fs::path(o.out) / "model").string();
   io::save_t5(model, model_dir);
   io::save_tokenizer(tokenizer, model_dir);
@@ -263,6 +296,7 @@ int main(int argc, char** argv) {
   op->add_option("--max-rows", o.data.batching.max_rows, "sequences per micro-batch (0 = budget only)")->check(non_negative());
   op->add_option("--window", o.data.batching.window, "examples sorted by length together (0 = the whole pool)")->check(non_negative());
   train::add_run_options(*app.add_option_group("run"), o);
+  train::add_dist_options(*app.add_option_group("distributed"), o.dist);
   app.callback([&] {  // rules between options, still at parse time
     const auto& f = o.data.fasta;
     if (f.max_length > 0 && f.min_length > f.max_length)
@@ -282,10 +316,7 @@ int main(int argc, char** argv) {
     }
   });
   CLI11_PARSE(app, argc, argv);
-  try {
-    return train::run_on_device(o.device, [&](auto backend) { return run<decltype(backend)>(o); });
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nankh3_pretrain: %s\n", e.what());
-    return 1;
-  }
+  return train::run_job(argc, argv, "ankh3_pretrain", o.dist, o.device, [&](auto backend, dist::Communicator& comm) {
+    return run<decltype(backend)>(o, comm);
+  });
 }

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <plm/dist/data_parallel.hpp>
 #include <plm/io/checkpoint.hpp>
 #include <plm/io/esm_checkpoint.hpp>
 #include <plm/io/tokenizer_files.hpp>
@@ -19,6 +20,7 @@
 #include <plm/samplers/mlm_stream.hpp>
 #include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
+#include <plm/train/distributed.hpp>
 #include <plm/train/metrics.hpp>
 #include <plm/train/progress.hpp>
 #include <plm/train/run_directory.hpp>
@@ -27,6 +29,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #ifndef PLM_EXAMPLE_DATA_DIR
 #define PLM_EXAMPLE_DATA_DIR "examples/data"
@@ -56,8 +59,9 @@ struct Options {
   bool resume = false, overwrite = false;
   long eval_every = 200, checkpoint_every = 200;
   std::uint64_t seed = 1;
-  int threads = 0;  // 0 = all cores
+  int threads = 0;  // 0 = all cores (shared by the ranks of one machine)
   train::DeviceOptions device;
+  train::DistOptions dist;
 };
 
 nn::EsmConfig make_config(const Options& o, const data::Vocabulary& vocab) {
@@ -71,20 +75,23 @@ nn::EsmConfig make_config(const Options& o, const data::Vocabulary& vocab) {
 }
 
 // What a resume must share with its run besides the data and masking settings the stream checks itself.
-nlohmann::json fingerprint(const Options& o, const nn::EsmConfig& c) {
+// Micro-batches per step over all ranks: a job resumes on any number of ranks that keeps it.
+nlohmann::json fingerprint(const Options& o, const nn::EsmConfig& c, std::int64_t micro_batches_per_step) {
   return {{"optimizer", o.optimizer},
-          {"accum", o.accum},
+          {"micro_batches_per_step", micro_batches_per_step},
           {"model", {c.num_hidden_layers, c.hidden_size, c.num_attention_heads, c.intermediate_size, c.vocab_size, c.token_dropout}}};
 }
 
 template <class B>
-int run(const Options& o) {
+int run(const Options& o, dist::Communicator& comm) {
   using Model = nn::EsmModel<B, float>;
-  if (o.threads > 0) set_num_threads(o.threads);
-  if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
+  const bool lead = comm.rank() == 0;  // writes the files, the metrics and the progress
+  train::set_threads_for_rank(o.threads);
+  if (const std::string w = blas_kernel_warning(); !w.empty() && lead) std::fprintf(stderr, "%s\n", w.c_str());
   // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
-  train::RunDirectory run_dir(o.out, {"checkpoint.safetensors", "metrics.jsonl", "model"}, o.resume, o.overwrite);
-  const std::string ckpt = run_dir.file("checkpoint.safetensors"), metrics_path = run_dir.file("metrics.jsonl");
+  std::optional<train::RunDirectory> run_dir;
+  if (lead) run_dir.emplace(o.out, std::vector<std::string>{"checkpoint.safetensors", "metrics.jsonl", "model"}, o.resume, o.overwrite);
+  const std::string ckpt = (fs::path(o.out) / "checkpoint.safetensors").string(), metrics_path = (fs::path(o.out) / "metrics.jsonl").string();
 
   const data::Tokenizer tokenizer = data::Tokenizer::esm2();  // the 33-token ESM alphabet, saved with the model
   const data::Vocabulary& vocab = tokenizer.vocabulary();
@@ -93,6 +100,7 @@ int run(const Options& o) {
   samplers::MlmOptions mo = o.masking;
   so.seed = so.fasta.seed = mo.seed = o.seed;  // one seed keys every draw
   samplers::MlmStream stream(so, vocab, samplers::MlmExamples(mo, samplers::mlm_tokens(vocab)));
+  stream.shard(comm.rank(), comm.size());  // rank r takes batch r of every comm.size()
   const samplers::MlmPool valid = stream.held_out();  // fixed examples and batches: the same masks at every evaluation
   // The held-out examples again, counting only the positions whose input is <mask> (the 80% a model cannot copy).
   samplers::MlmPool valid_at_mask = valid;
@@ -106,32 +114,40 @@ int run(const Options& o) {
   Model model(make_config(o, vocab), o.seed);
   const nn::EsmConfig& cfg = model.config();
   auto& ps = model.params();
-  std::fprintf(stderr, "esm2_pretrain: model %ld layers, hidden %ld, %ld heads, ffn %ld, token dropout %s, %.2fM parameters\n",
+  dist::DataParallel<B, float> dp(comm, ps, {o.dist.zero1, o.accum});
+  if (lead) std::fprintf(stderr, "esm2_pretrain: model %ld layers, hidden %ld, %ld heads, ffn %ld, token dropout %s, %.2fM parameters\n",
                long(cfg.num_hidden_layers), long(cfg.hidden_size), long(cfg.num_attention_heads), long(cfg.intermediate_size),
                cfg.token_dropout ? "on" : "off", double(ps.numel()) / 1e6);
-  std::fprintf(stderr,
+  if (lead) std::fprintf(stderr,
                "esm2_pretrain: %zu held-out sequences, %lld selected positions (%lld with <mask> input); frequency baseline (always '%s'): "
                "accuracy %.4f (%.4f at <mask>)\n",
                valid.examples.size(), (long long)baseline.positions, (long long)baseline_at_mask.positions, vocab.token(baseline.token).c_str(),
                baseline.accuracy, baseline_at_mask.accuracy);
   const objectives::CrossEntropy<B, float> loss(-100);
-  auto opt = optim::make_optimizer<B, float>(o.optimizer, ps, {o.weight_decay});
-  const auto state = opt.named_state();  // checkpointed with the parameters
+  auto opt = optim::make_optimizer<B, float>(o.optimizer, ps, {o.weight_decay}, {}, dp.optimizer_range());
+  const auto state = opt.named_state();  // checkpointed with the parameters (under ZeRO-1 this rank's part)
+  train::report_data_parallel(dp, state, "esm2_pretrain");
   const optim::LRSchedule schedule{o.lr, o.warmup, o.steps, optim::LRSchedule::parse(o.schedule), 0.1};
 
   io::TrainingState ts{0, o.seed};  // step 0; the data cursor is the stream's
-  if (o.resume && fs::exists(ckpt)) {
-    ts = io::load_checkpoint(ckpt, ps, state);
-    io::check_fingerprint(ckpt, ts, fingerprint(o, cfg));
+  // Rank 0 reads the checkpoint; every rank gets the weights, its optimizer state and the cursor.
+  const auto resumed = o.resume ? dp.resume(ckpt, state, [&](const io::TrainingState& t) {
+    io::check_fingerprint(ckpt, t, fingerprint(o, cfg, dp.global_micro_batches()));
+  }) : std::nullopt;
+  if (resumed) {
+    ts = *resumed;
     stream.restore(ts);
     opt.set_steps(ts.step);
-    std::fprintf(stderr, "esm2_pretrain: resumed from %s at step %lld (epoch %llu)\n", ckpt.c_str(), (long long)ts.step,
-                 (unsigned long long)ts.epoch);
-  } else if (o.resume) std::fprintf(stderr, "esm2_pretrain: --resume: no checkpoint in %s yet, starting fresh\n", o.out.c_str());
+    if (lead) std::fprintf(stderr, "esm2_pretrain: resumed from %s at step %lld (epoch %llu)\n", ckpt.c_str(), (long long)ts.step,
+                           (unsigned long long)ts.epoch);
+  } else {
+    dp.broadcast_parameters();  // one set of weights on every rank
+    if (o.resume && lead) std::fprintf(stderr, "esm2_pretrain: --resume: no checkpoint in %s yet, starting fresh\n", o.out.c_str());
+  }
   PLM_CHECK(ts.step < o.steps, "the checkpoint is at step ", ts.step, ", --steps ", o.steps, " is already reached");
-  run_dir.remove_previous();  // --overwrite: only now that the model, data and checkpoint are set up
+  if (lead) run_dir->remove_previous();  // --overwrite: only now that the model, data and checkpoint are set up
   // Appended to; with --resume first cut back to the checkpoint's step (lines of a run killed before its first checkpoint too).
-  train::MetricsLog metrics(metrics_path, o.resume ? ts.step : -1);
+  train::MetricsLog metrics = lead ? train::MetricsLog(metrics_path, o.resume ? ts.step : -1) : train::MetricsLog();
 
   typename Model::Cache cache;
   Tensor<B, float> logits;
@@ -141,60 +157,71 @@ int run(const Options& o) {
     model.forward(b.ids.cview(), b.valid.cview(), logits.view(), cache, pass);
   };
   // Held-out masked loss, accuracy and perplexity over every selected position, and the accuracy at <mask> inputs.
+  // Rank r evaluates batches r, r + ranks, ...; the sums are added over ranks in rank order.
   auto evaluate = [&] {
-    double nll = 0;
-    std::int64_t n = 0, correct = 0, n_mask = 0, correct_mask = 0;
-    for (std::size_t k = 0; k < valid.batches.size(); ++k) {
+    double nll = 0, n = 0, correct = 0, n_mask = 0, correct_mask = 0;
+    for (std::size_t k = static_cast<std::size_t>(comm.rank()); k < valid.batches.size(); k += static_cast<std::size_t>(comm.size())) {
       stream.collate(valid, k, b);
       stream.collate(valid_at_mask, k, at_mask);
       forward(nn::Pass::eval());
       const auto r = loss(logits.cview(), b.labels.cview()), rm = loss(logits.cview(), at_mask.labels.cview());
-      nll += r.nll * double(r.tokens), n += r.tokens, correct += r.correct;
-      n_mask += rm.tokens, correct_mask += rm.correct;
+      nll += r.nll * double(r.tokens), n += double(r.tokens), correct += double(r.correct);
+      n_mask += double(rm.tokens), correct_mask += double(rm.correct);
+    }
+    if (comm.size() > 1) {
+      const auto s = dist::sum_over_ranks(comm, {nll, n, correct, n_mask, correct_mask}, "the held-out losses");
+      nll = s[0], n = s[1], correct = s[2], n_mask = s[3], correct_mask = s[4];
     }
     const double mean = n ? nll / double(n) : 0.0;
     return nlohmann::json{{"loss", mean},
-                          {"acc", n ? double(correct) / double(n) : 0.0},
+                          {"acc", n ? correct / n : 0.0},
                           {"perplexity", std::exp(mean)},
-                          {"acc_at_mask", n_mask ? double(correct_mask) / double(n_mask) : 0.0},
-                          {"positions", n}};
+                          {"acc_at_mask", n_mask ? correct_mask / n_mask : 0.0},
+                          {"positions", std::int64_t(n)}};
   };
-  const optim::GradientAccumulation acc{o.accum};
-  train::ProgressBar bar(o.steps, "tok/s", ts.step);
+  std::optional<train::ProgressBar> bar;
+  if (lead) bar.emplace(o.steps, "tok/s", ts.step);
   nlohmann::json last_eval;
   ps.zero_grad();
   for (std::int64_t step = ts.step + 1; step <= o.steps; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
-    double step_loss = 0;  // the optimised objective: mean over micro-batches of their masked-token means
-    std::int64_t masked = 0, correct = 0;
-    index_t tokens = 0;
+    double step_loss = 0;  // the optimised objective: mean over all ranks' micro-batches of their masked-token means
+    double masked = 0, correct = 0, tokens = 0;
     for (long micro = 0; micro < o.accum; ++micro) {
       stream.next(b);
-      forward(nn::Pass::train(static_cast<std::uint64_t>(step) * static_cast<std::uint64_t>(o.accum) + static_cast<std::uint64_t>(micro)));
+      forward(nn::Pass::train(dp.micro_key(step, micro)));  // dropout keyed by the micro-batch's index in the whole step
       objectives::CrossEntropyResult r;
       try {
-        r = loss(logits.cview(), b.labels.cview(), logits.view(), acc.loss_weight());  // logits become d loss / d logits
+        r = loss(logits.cview(), b.labels.cview(), logits.view(), dp.loss_weight());  // logits become d loss / d logits
       } catch (const Error& e) {
         PLM_FAIL("step ", step, ": the training loss is not finite (", e.what(), "); lower --lr or raise --warmup. ",
                  ts.step ? "The checkpoint of step " + std::to_string(ts.step) + " in " + o.out + " is intact."
                          : std::string("No checkpoint was written yet."));
       }
       model.backward(logits.cview(), cache);
-      step_loss += r.loss * acc.loss_weight();
-      masked += r.tokens, correct += r.correct, tokens += b.tokens;
+      dp.micro_batch_done();
+      step_loss += r.loss * dp.loss_weight();
+      masked += double(r.tokens), correct += double(r.correct), tokens += double(b.tokens);
     }
-    const double grad_norm = o.clip > 0 ? optim::clip_grad_norm(ps, o.clip) : optim::grad_norm(ps);
-    PLM_CHECK(std::isfinite(grad_norm), "step ", step, ": the gradient norm is ", grad_norm, " (loss ", step_loss,
-              "); lower --lr or raise --warmup. Nothing of this step was applied or saved.");
+    if (comm.size() > 1) {  // every rank's figures, added in rank order (as one process adds its micro-batches)
+      const auto s = dist::sum_over_ranks(comm, {step_loss, masked, correct, tokens}, "the step's losses");
+      step_loss = s[0], masked = s[1], correct = s[2], tokens = s[3];
+    }
+    double grad_norm = 0;
+    try {
+      grad_norm = dp.reduce_gradients(o.clip);
+    } catch (const Error& e) {
+      PLM_FAIL("step ", step, ": ", e.what(), " (loss ", step_loss, "); lower --lr or raise --warmup. Nothing of this step was applied or saved.");
+    }
     const double lr = schedule.at(step);
     opt.step(lr);
-    ps.zero_grad();
+    dp.finish_step();
     ts.step = step;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double train_acc = masked ? double(correct) / double(masked) : 0.0;
-    metrics.write({{"split", "train"}, {"step", step}, {"loss", step_loss}, {"acc", train_acc}, {"masked", masked}, {"lr", lr},
+    const double train_acc = masked ? correct / masked : 0.0;
+    metrics.write({{"split", "train"}, {"step", step}, {"loss", step_loss}, {"acc", train_acc}, {"masked", std::int64_t(masked)}, {"lr", lr},
                    {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", double(tokens) / secs}, {"epoch", stream.cursor().epoch}});
-    bar.update(step, {{"loss", step_loss}, {"acc", train_acc}}, double(tokens));
+    if (bar) bar->update(step, {{"loss", step_loss}, {"acc", train_acc}}, tokens);
     if (step % o.eval_every == 0 || step == o.steps) {
       last_eval = evaluate();
       nlohmann::json rec = {{"split", "valid"},
@@ -204,17 +231,19 @@ int run(const Options& o) {
                             {"baseline_token", vocab.token(baseline.token)}};
       rec.update(last_eval);
       metrics.write(rec);
-      std::fprintf(stderr, "%sstep %lld  held-out masked loss %.4f  perplexity %.2f  accuracy %.4f (frequency baseline %.4f), at <mask> %.4f (%.4f)\n",
+      if (lead) std::fprintf(stderr, "%sstep %lld  held-out masked loss %.4f  perplexity %.2f  accuracy %.4f (frequency baseline %.4f), at <mask> %.4f (%.4f)\n",
                    isatty(fileno(stderr)) ? "\n" : "", (long long)step, last_eval["loss"].get<double>(), last_eval["perplexity"].get<double>(),
                    last_eval["acc"].get<double>(), baseline.accuracy, last_eval["acc_at_mask"].get<double>(), baseline_at_mask.accuracy);
     }
     if (step % o.checkpoint_every == 0 || step == o.steps) {
       stream.save(ts);  // data cursor: epoch, pool, batch, and the stream's settings
       metrics.sync();  // the log is on disk at least up to the checkpoint
-      ts.extra["fingerprint"] = fingerprint(o, cfg), io::save_checkpoint(ckpt, ps, state, ts);
+      ts.extra["fingerprint"] = fingerprint(o, cfg, dp.global_micro_batches());
+      dp.save_checkpoint(ckpt, state, ts);  // rank 0 writes; under ZeRO-1 the others send it their optimizer state
     }
   }
-  bar.finish();
+  if (!lead) return 0;
+  bar->finish();
   const std::string model_dir = (fs::path(o.out) / "model").string();
   io::save_esm(model, model_dir);
   io::save_tokenizer(tokenizer, model_dir);
@@ -271,6 +300,7 @@ int main(int argc, char** argv) {
   op->add_option("--max-rows", o.data.batching.max_rows, "sequences per micro-batch (0 = budget only)")->check(non_negative());
   op->add_option("--window", o.data.batching.window, "examples sorted by length together (0 = the whole pool)")->check(non_negative());
   train::add_run_options(*app.add_option_group("run"), o);
+  train::add_dist_options(*app.add_option_group("distributed"), o.dist);
   app.callback([&] {  // rules between options, still at parse time
     const auto& f = o.data.fasta;
     if (f.max_length > 0 && f.min_length > f.max_length)
@@ -291,10 +321,7 @@ int main(int argc, char** argv) {
     }
   });
   CLI11_PARSE(app, argc, argv);
-  try {
-    return train::run_on_device(o.device, [&](auto backend) { return run<decltype(backend)>(o); });
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nesm2_pretrain: %s\n", e.what());
-    return 1;
-  }
+  return train::run_job(argc, argv, "esm2_pretrain", o.dist, o.device, [&](auto backend, dist::Communicator& comm) {
+    return run<decltype(backend)>(o, comm);
+  });
 }

@@ -9,10 +9,13 @@
 //   baseline/, nm/   metrics.jsonl, checkpoint.safetensors (every epoch, atomic; --resume continues from
 //                    it, also with a larger --epochs), best.safetensors (lowest validation loss), test.json
 //   results.json     both arms' test metrics and the split
+// Under mpirun / srun each step's --accum x ranks batches are shared by the ranks (dist::DataParallel); rank 0
+// writes the files.
 #include <CLI/CLI.hpp>
 
 #include <plm/data/classification_set.hpp>
 #include <plm/data/tokenizer.hpp>
+#include <plm/dist/data_parallel.hpp>
 #include <plm/io/backbone.hpp>
 #include <plm/io/checkpoint.hpp>
 #include <plm/nn/t5.hpp>
@@ -21,6 +24,7 @@
 #include <plm/plm.hpp>
 #include <plm/train/cli.hpp>
 #include <plm/train/device.hpp>
+#include <plm/train/distributed.hpp>
 #include <plm/train/metrics.hpp>
 #include <plm/train/run_directory.hpp>
 #include <plm/train/negative_mining.hpp>
@@ -29,6 +33,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -51,16 +56,18 @@ struct Options {
   double lambda = 0.1, margin = 0.1;
   long negatives = 2, hard_pool = 10;
   double lr = 1e-3, backbone_lr_mult = 0.3, weight_decay = 1e-5, clip = 1.0;
-  long epochs = 6, batch = 32, patience = 3;
+  long epochs = 6, batch = 32, patience = 3, accum = 1;
   std::string out = "nm_run";
   bool resume = false, overwrite = false;
   std::uint64_t seed = 1;
   int threads = 0;
   train::DeviceOptions device;
+  train::DistOptions dist;
 };
 
 // What must not change between a run and its resume.
-nlohmann::json fingerprint(const Options& o, bool nm) {
+// Batches per step over all ranks: a job resumes on any number of ranks that keeps it.
+nlohmann::json fingerprint(const Options& o, bool nm, std::int64_t batches_per_step) {
   nlohmann::json j = {{"fasta", o.fasta}, {"labels", o.labels}, {"clusters", o.clusters}, {"split_table", o.split_table},
                       {"train_fasta", o.train_fasta}, {"valid_fasta", o.valid_fasta}, {"test_fasta", o.test_fasta},
                       {"tokenize", o.tokenize}, {"valid_fraction", o.valid_fraction},
@@ -68,20 +75,23 @@ nlohmann::json fingerprint(const Options& o, bool nm) {
                       {"limit", o.limit}, {"vocab", o.vocab}, {"backbone", o.backbone}, {"d_model", o.d_model}, {"d_ff", o.d_ff},
                       {"heads", o.heads}, {"layers", o.layers}, {"freeze", o.freeze}, {"scaled", o.scaled}, {"readout", o.readout},
                       {"lr", o.lr}, {"backbone_lr_mult", o.backbone_lr_mult}, {"weight_decay", o.weight_decay}, {"clip", o.clip},
-                      {"batch", o.batch}, {"seed", o.seed}};
+                      {"batch", o.batch}, {"batches_per_step", batches_per_step}, {"seed", o.seed}};
   if (nm) j.update({{"loss", o.loss}, {"lambda", o.lambda}, {"margin", o.margin}, {"negatives", o.negatives},
                     {"negatives_from", o.negatives_from}, {"hard_pool", o.hard_pool}});
   return j;
 }
 
 template <class Model>
-nlohmann::json train_arm(const std::string& arm, const Options& o, const data::ClassificationSet& d, const data::Vocabulary& vocab) {
+nlohmann::json train_arm(const std::string& arm, const Options& o, const data::ClassificationSet& d, const data::Vocabulary& vocab,
+                         dist::Communicator& comm) {
   using B = typename Model::backend;
-  const bool nm = arm == "nm";
+  const bool nm = arm == "nm", lead = comm.rank() == 0;  // rank 0 writes the files, the metrics and the progress
   const fs::path dir = fs::path(o.out) / arm;
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  PLM_CHECK(!ec, "--out: cannot create ", dir.string(), ": ", ec.message());
+  if (lead) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    PLM_CHECK(!ec, "--out: cannot create ", dir.string(), ": ", ec.message());
+  }
   const std::string ckpt = (dir / "checkpoint.safetensors").string(), best = (dir / "best.safetensors").string();
   using Config = std::decay_t<decltype(std::declval<const Model&>().config())>;
   const auto c = [&] {
@@ -105,82 +115,112 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
   // its weights stay bit-exact (step() also skips its backward). Norm scales (rank 1) are never decayed.
   optim::ParamGroups groups;
   for (const char* backbone : {"shared.", "encoder.", "esm.", "bert."}) groups.add(backbone, {o.freeze ? 0.0 : o.backbone_lr_mult, !o.freeze});
-  optim::Optimizer<B, float> opt(optim::OptimizerKind::adamw, ps, {o.weight_decay}, groups);
+  dist::DataParallel<B, float> dp(comm, ps, {o.dist.zero1, o.accum});
+  optim::Optimizer<B, float> opt(optim::OptimizerKind::adamw, ps, {o.weight_decay}, groups, dp.optimizer_range());
+  const auto state = opt.named_state();  // under ZeRO-1 this rank's part
+  train::report_data_parallel(dp, state, "nm_finetune");
 
   const auto train_set = d.of(data::Split::train), valid_set = d.of(data::Split::valid), test_set = d.of(data::Split::test);
   samplers::NegativeBatchSampler sampler(train_set, d.labels_of(train_set), o.batch, {o.negatives, needs_positives(nmo.loss), o.seed}, nm);
-  const std::int64_t per_epoch = sampler.batches();
+  const std::int64_t per_epoch = sampler.batches(), per_step = dp.global_micro_batches();
+  const std::int64_t steps_per_epoch = (per_epoch + per_step - 1) / per_step;  // the last step of an epoch may have fewer batches
+  const auto fp = fingerprint(o, nm, per_step);
   io::TrainingState ts{0, o.seed, 0, 0, {{"best_valid_loss", 1e300}, {"best_epoch", -1}, {"bad_epochs", 0}, {"stopped", false}}};
-  if (o.resume && fs::exists(ckpt)) {
-    ts = io::load_checkpoint(ckpt, ps, opt.named_state());
-    io::check_fingerprint(ckpt, ts, fingerprint(o, nm));
+  // Rank 0 reads the checkpoint; every rank gets the weights, its optimizer state and the early-stopping state.
+  const auto resumed = o.resume ? dp.resume(ckpt, state, [&](const io::TrainingState& t) {
+    io::check_fingerprint(ckpt, t, fp);
     // Early-stopping state, checked once (the loop below reads it unchecked): a key missing or of another type names the file.
-    ts.extra["best_valid_loss"] = io::extra_value<double>(ckpt, ts, "best_valid_loss");
-    ts.extra["best_epoch"] = io::extra_value<long>(ckpt, ts, "best_epoch");
-    ts.extra["bad_epochs"] = io::extra_value<int>(ckpt, ts, "bad_epochs");
-    ts.extra["stopped"] = io::extra_value<bool>(ckpt, ts, "stopped");
+    (void)io::extra_value<double>(ckpt, t, "best_valid_loss"), (void)io::extra_value<long>(ckpt, t, "best_epoch");
+    (void)io::extra_value<int>(ckpt, t, "bad_epochs"), (void)io::extra_value<bool>(ckpt, t, "stopped");
+  }) : std::nullopt;
+  if (resumed) {
+    ts = *resumed;
     opt.set_steps(ts.step);
-    std::fprintf(stderr, "nm_finetune: %s: resumed from %s after epoch %llu\n", arm.c_str(), ckpt.c_str(), (unsigned long long)ts.epoch);
+    if (lead) std::fprintf(stderr, "nm_finetune: %s: resumed from %s after epoch %llu\n", arm.c_str(), ckpt.c_str(), (unsigned long long)ts.epoch);
+  } else {
+    dp.broadcast_parameters();  // one set of weights on every rank
   }
-  train::MetricsLog metrics((dir / "metrics.jsonl").string(), o.resume ? ts.step : -1);  // after the checkpoint is checked
+  // After the checkpoint is checked.
+  train::MetricsLog metrics = lead ? train::MetricsLog((dir / "metrics.jsonl").string(), o.resume ? ts.step : -1) : train::MetricsLog();
   const std::int32_t pad = vocab.pad_id();
-  std::fprintf(stderr, "nm_finetune: %s: %zu train / %zu valid / %zu test proteins, %lld steps per epoch\n", arm.c_str(), train_set.size(),
-               valid_set.size(), test_set.size(), (long long)per_epoch);
-  train::ProgressBar bar(o.epochs * per_epoch, "seq/s", ts.step);
+  if (lead)
+    std::fprintf(stderr, "nm_finetune: %s: %zu train / %zu valid / %zu test proteins, %lld steps of %lld batches per epoch\n", arm.c_str(),
+                 train_set.size(), valid_set.size(), test_set.size(), (long long)steps_per_epoch, (long long)per_step);
+  std::optional<train::ProgressBar> bar;
+  if (lead) bar.emplace(o.epochs * steps_per_epoch, "seq/s", ts.step);
+  const auto evaluate = [&](const std::vector<index_t>& proteins, const char* what) {
+    return train::sum_over_ranks(comm, m.evaluate(d.tokens, d.labels, proteins, o.batch, pad, comm.rank(), comm.size()), what);
+  };
   ps.zero_grad();
   for (auto epoch = static_cast<long>(ts.epoch); epoch < o.epochs && !ts.extra["stopped"].get<bool>(); ++epoch) {
     if (nm && o.negatives_from == "hard") {  // per training protein: its most similar proteins of other labels
       sampler.set_candidates(samplers::hard_negatives<cpu, float>(m.embed(d.tokens, d.labels, train_set, o.batch, pad).cview(),
                                                                   sampler.index(), o.hard_pool));
     }
-    for (std::int64_t b = 0; b < per_epoch; ++b) {
-      const auto nb = sampler.batch(static_cast<std::uint64_t>(epoch), b);
-      const auto r = m.step(d.tokens, d.labels, nb, pad, true, static_cast<std::uint64_t>(ts.step + 1));  // dropout masks per step
-      const double gn = o.clip > 0 ? optim::clip_grad_norm(ps, o.clip) : optim::grad_norm(ps);
+    for (std::int64_t s = 0; s < steps_per_epoch; ++s) {
+      // Batch s * per_step + micro * ranks + rank of the epoch: one process with --accum per_step takes them in this order.
+      double sums[5] = {0, 0, 0, 0, 0};  // total, supervised and attention loss (sums over batches), correct, anchors
+      for (long micro = 0; micro < o.accum; ++micro) {
+        const std::int64_t b = s * per_step + micro * comm.size() + comm.rank();
+        if (b < per_epoch) {  // the epoch's last step may leave a rank without a batch: it adds a zero gradient
+          const auto nb = sampler.batch(static_cast<std::uint64_t>(epoch), b);
+          // Dropout masks per batch (epoch * batches + batch + 1: with one batch per step, the step number as before).
+          const auto r = m.step(d.tokens, d.labels, nb, pad, true, static_cast<std::uint64_t>(epoch * per_epoch + b + 1));
+          const double add[5] = {r.total(), r.supervised, r.attention, double(r.correct), double(nb.rows.anchors)};
+          for (int k = 0; k < 5; ++k) sums[k] += add[k];
+        }
+        dp.micro_batch_done();
+      }
+      const std::vector<double> all = comm.size() > 1 ? dist::sum_over_ranks(comm, {sums, sums + 5}, "the step's losses")
+                                                      : std::vector<double>(sums, sums + 5);
+      const double batches = double(std::min(per_step, per_epoch - s * per_step));
+      const double gn = dp.reduce_gradients(o.clip, 1.0 / batches);  // the mean gradient over the step's batches
       opt.step(o.lr);
-      ps.zero_grad();
+      dp.finish_step();
       ts.step += 1;
-      const double n = double(nb.rows.anchors);
-      metrics.write({{"split", "train"}, {"step", ts.step}, {"epoch", epoch}, {"loss", r.total()}, {"sup_loss", r.supervised},
-                     {"nm_loss", r.attention}, {"acc", double(r.correct) / n}, {"grad_norm", gn}});
-      bar.update(ts.step, {{"loss", r.total()}, {"nm", r.attention}}, n);
+      metrics.write({{"split", "train"}, {"step", ts.step}, {"epoch", epoch}, {"loss", all[0] / batches}, {"sup_loss", all[1] / batches},
+                     {"nm_loss", all[2] / batches}, {"acc", all[3] / all[4]}, {"grad_norm", gn}});
+      if (bar) bar->update(ts.step, {{"loss", all[0] / batches}, {"nm", all[2] / batches}}, all[4]);
     }
-    const auto [vloss, vcm] = m.evaluate(d.tokens, d.labels, valid_set, o.batch, pad);
+    const auto [vloss, vcm] = evaluate(valid_set, "the validation figures");
     metrics.write({{"split", "valid"}, {"step", ts.step}, {"epoch", epoch}, {"loss", vloss}, {"acc", vcm.accuracy()}, {"macro_f1", vcm.macro_f1()}});
     // The test figures of every epoch too, so a run stopped early (or killed) still reports; the
     // result of the run stays the test figures of the best-validation epoch.
-    const auto [eloss, ecm] = m.evaluate(d.tokens, d.labels, test_set, o.batch, pad);
+    const auto [eloss, ecm] = evaluate(test_set, "the test figures");
     metrics.write({{"split", "test"}, {"step", ts.step}, {"epoch", epoch}, {"loss", eloss}, {"acc", ecm.accuracy()}, {"macro_f1", ecm.macro_f1()}});
     auto& x = ts.extra;
     if (vloss < x["best_valid_loss"].get<double>()) {
       x["best_valid_loss"] = vloss, x["best_epoch"] = epoch, x["bad_epochs"] = 0;
-      io::save_checkpoint(best, ps, opt.named_state(), ts);
+      dp.save_checkpoint(best, state, ts);
     } else {
       x["bad_epochs"] = x["bad_epochs"].get<int>() + 1;
       x["stopped"] = x["bad_epochs"].get<int>() >= o.patience;
     }
-    std::fprintf(stderr, "%s%s epoch %ld: valid loss %.4f acc %.3f macro-F1 %.3f | test loss %.4f acc %.3f macro-F1 %.3f%s\n",
+    if (lead)
+      std::fprintf(stderr, "%s%s epoch %ld: valid loss %.4f acc %.3f macro-F1 %.3f | test loss %.4f acc %.3f macro-F1 %.3f%s\n",
                  isatty(fileno(stderr)) ? "\n" : "", arm.c_str(), epoch + 1, vloss, vcm.accuracy(), vcm.macro_f1(), eloss, ecm.accuracy(),
                  ecm.macro_f1(), x["stopped"].get<bool>() ? " (early stop)" : "");
     ts.epoch = static_cast<std::uint64_t>(epoch + 1);
-    x["fingerprint"] = fingerprint(o, nm);
+    x["fingerprint"] = fp;
     metrics.sync();  // the log is on disk at least up to the checkpoint
-    io::save_checkpoint(ckpt, ps, opt.named_state(), ts);
+    dp.save_checkpoint(ckpt, state, ts);
   }
-  bar.finish();
-  PLM_CHECK(fs::exists(best), best, " was never written (no epoch finished)");
-  const auto at_best = io::load_checkpoint(best, ps, opt.named_state());
-  const auto [tloss, tcm] = m.evaluate(d.tokens, d.labels, test_set, o.batch, pad);
+  if (bar) bar->finish();
+  const auto at_best = dp.resume(best, state);  // rank 0 reads it, every rank gets the weights
+  PLM_CHECK(at_best, best, " was never written (no epoch finished)");
+  const auto [tloss, tcm] = evaluate(test_set, "the test figures");
   nlohmann::json j = tcm.to_json(d.class_names);
-  j["arm"] = arm, j["test_loss"] = tloss, j["best_epoch"] = io::extra_value<long>(best, at_best, "best_epoch") + 1;
-  io::write_file_atomically((dir / "test.json").string(), [&](io::AtomicFile& f) { f.write(j.dump(2) + "\n"); });
+  j["arm"] = arm, j["test_loss"] = tloss, j["best_epoch"] = io::extra_value<long>(best, *at_best, "best_epoch") + 1;
+  if (lead) io::write_file_atomically((dir / "test.json").string(), [&](io::AtomicFile& f) { f.write(j.dump(2) + "\n"); });
   return j;
 }
 
 template <class Model>
-int run(const Options& o) {
+int run(const Options& o, dist::Communicator& comm) {
+  const bool lead = comm.rank() == 0;  // rank 0 writes the files and reports
   // An earlier run in --out is refused unless --resume or --overwrite says what to do with it.
-  train::RunDirectory run_dir(o.out, {"baseline", "nm", "results.json"}, o.resume, o.overwrite);
+  std::optional<train::RunDirectory> run_dir;
+  if (lead) run_dir.emplace(o.out, std::vector<std::string>{"baseline", "nm", "results.json"}, o.resume, o.overwrite);
   // The backbone's own tokenizer files unless --vocab names one (a random encoder: the Ankh3 vocabulary).
   const data::Tokenizer tokenizer = !o.vocab.empty()       ? data::Tokenizer::load(o.vocab)
                                     : o.backbone.empty() ? data::Tokenizer::load("ankh3")
@@ -194,13 +234,13 @@ int run(const Options& o) {
   data::LoadedClassification task = data::load_classification(src, tokenizer, data::parse_input_style(o.tokenize));
   const std::size_t cut = task.cut;
   const std::string how = task.split_from;
-  std::fprintf(stderr, "nm_finetune: tokenizer %s; median length %zu residues; %zu of %zu proteins longer than --max-length %zu %s\n",
+  if (lead) std::fprintf(stderr, "nm_finetune: tokenizer %s; median length %zu residues; %zu of %zu proteins longer than --max-length %zu %s\n",
                tokenizer.source().c_str(), task.median_length, cut, task.labelled, o.max_length,
                cut ? "were cut to their first residues" : "(none cut)");
   data::ClassificationSet& d = task.set;
   std::map<std::string, std::size_t> n_split;
   for (auto s : d.split) ++n_split[data::split_name(s)];
-  std::fprintf(stderr, "nm_finetune: %zu proteins, %zu classes; split %s: %zu train, %zu valid, %zu test\n", d.ids.size(),
+  if (lead) std::fprintf(stderr, "nm_finetune: %zu proteins, %zu classes; split %s: %zu train, %zu valid, %zu test\n", d.ids.size(),
                d.class_names.size(), how.c_str(), n_split["train"], n_split["valid"], n_split["test"]);
   PLM_CHECK(n_split["train"] > 0 && n_split["valid"] > 0 && n_split["test"] > 0, "every split needs proteins (raise --limit?)");
   // Reference: always predicting the most frequent training class.
@@ -212,11 +252,12 @@ int run(const Options& o) {
   nlohmann::json results = {{"classes", d.class_names}, {"split", n_split}, {"split_from", how}, {"cut_to_max_length", cut},
                             {"majority", {{"class", d.class_names[static_cast<std::size_t>(top)]}, {"accuracy", majority.accuracy()},
                                           {"macro_f1", majority.macro_f1()}}}};
-  run_dir.remove_previous();  // --overwrite: only now that the data is read and split
+  if (lead) run_dir->remove_previous();  // --overwrite: only now that the data is read and split
   std::vector<std::string> arms;
   if (o.arms != "nm") arms.push_back("baseline");
   if (o.arms != "baseline") arms.push_back("nm");
-  for (const auto& arm : arms) results[arm] = train_arm<Model>(arm, o, d, vocab);
+  for (const auto& arm : arms) results[arm] = train_arm<Model>(arm, o, d, vocab, comm);
+  if (!lead) return 0;
   io::write_file_atomically((fs::path(o.out) / "results.json").string(), [&](io::AtomicFile& f) { f.write(results.dump(2) + "\n"); });
   std::printf("\n%-10s %10s %10s %12s\n%-10s %10.3f %10.3f %12s\n", "test", "accuracy", "macro-F1", "best epoch", "majority",
               majority.accuracy(), majority.macro_f1(), "-");
@@ -290,7 +331,8 @@ int main(int argc, char** argv) {
   op->add_option("--weight-decay", o.weight_decay)->check(non_negative());
   op->add_option("--clip", o.clip, "global gradient-norm limit (0 = off)")->check(non_negative());
   op->add_option("--epochs", o.epochs)->check(at_least(1));
-  op->add_option("--batch", o.batch, "anchors per step")->check(in_range(1L, 1L << 20));
+  op->add_option("--batch", o.batch, "anchors per batch")->check(in_range(1L, 1L << 20));
+  op->add_option("--accum", o.accum, "batches per step and rank (a step's gradient is the mean over its batches)")->check(at_least(1));
   op->add_option("--patience", o.patience, "stop after this many epochs without a better validation loss")->check(at_least(1));
   auto* r = app.add_option_group("run");
   r->add_option("--out", o.out, "output directory");
@@ -299,6 +341,7 @@ int main(int argc, char** argv) {
   r->add_option("--seed", o.seed)->check(non_negative());
   r->add_option("--threads", o.threads, "CPU threads (0 = all)")->check(non_negative());
   train::add_device_options(*r, o.device);
+  train::add_dist_options(*app.add_option_group("distributed"), o.dist);
   app.callback([&] {  // rules between options, still at parse time
     if (o.valid_fraction + o.test_fraction >= 1)
       throw CLI::ValidationError("--valid-fraction", str(o.valid_fraction) + " and --test-fraction " + str(o.test_fraction) +
@@ -309,16 +352,11 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--d-model", str(o.d_model) + " must be a multiple of --heads " + str(o.heads));
   });
   CLI11_PARSE(app, argc, argv);
-  try {
-    if (o.threads > 0) set_num_threads(o.threads);
-    if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
-    return train::run_on_device(o.device, [&](auto backend) {
-      const auto body = [&](auto model) { return run<typename decltype(model)::type>(o); };
-      using B = decltype(backend);
-      return o.backbone.empty() ? io::with_t5_model_type<B>("gated-silu", body) : io::with_encoder_checkpoint_type<B>(o.backbone, body);
-    });
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "\nnm_finetune: %s\n", e.what());
-    return 1;
-  }
+  return train::run_job(argc, argv, "nm_finetune", o.dist, o.device, [&](auto backend, dist::Communicator& comm) {
+    train::set_threads_for_rank(o.threads);
+    if (const std::string w = blas_kernel_warning(); !w.empty() && comm.rank() == 0) std::fprintf(stderr, "%s\n", w.c_str());
+    const auto body = [&](auto model) { return run<typename decltype(model)::type>(o, comm); };
+    using B = decltype(backend);
+    return o.backbone.empty() ? io::with_t5_model_type<B>("gated-silu", body) : io::with_encoder_checkpoint_type<B>(o.backbone, body);
+  });
 }

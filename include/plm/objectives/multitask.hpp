@@ -56,6 +56,27 @@ struct MultiTaskResult {
     }
     return *this;
   }
+
+  // Its numbers in one list, to send between processes: total, then per task
+  // weight, loss, tokens, correct, residue tokens and residue correct (counts
+  // below 2^53 are exact in a double).
+  std::vector<double> numbers() const {
+    std::vector<double> v{total};
+    for (const auto& t : tasks)
+      v.insert(v.end(), {t.weight, t.loss, double(t.tokens), double(t.correct), double(t.residue_tokens), double(t.residue_correct)});
+    return v;
+  }
+  // Reads numbers() back, the tasks named `names` in order.
+  static MultiTaskResult from_numbers(const std::vector<double>& v, const std::vector<std::string>& names) {
+    PLM_CHECK(v.size() == 1 + 6 * names.size(), "MultiTaskResult::from_numbers: ", v.size(), " numbers for ", names.size(), " tasks");
+    MultiTaskResult r;
+    r.total = v[0];
+    for (std::size_t k = 0; k < names.size(); ++k) {
+      const double* x = v.data() + 1 + 6 * k;
+      r.tasks.push_back({names[k], x[0], x[1], std::int64_t(x[2]), std::int64_t(x[3]), std::int64_t(x[4]), std::int64_t(x[5])});
+    }
+    return r;
+  }
 };
 
 struct TaskSpec {

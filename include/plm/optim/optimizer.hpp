@@ -7,6 +7,7 @@
 //   ... backward ...; optim::clip_grad_norm(ps, 1.0); opt.step(schedule.at(step)); ps.zero_grad();
 //   io::save_checkpoint(path, ps, opt.named_state(), ts);
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <variant>
@@ -49,16 +50,20 @@ class Optimizer {
  public:
   using State = std::vector<std::pair<std::string, TensorView<B, T>>>;
 
-  Optimizer(OptimizerKind kind, nn::ParameterSet<B, T>& params, OptimizerOptions o = {}, const ParamGroups& groups = {}) : kind_(kind) {
+  // range: the parameters it updates and keeps state for (every one by
+  // default; a rank's shard under ZeRO-1, dist::DataParallel::optimizer_range()).
+  Optimizer(OptimizerKind kind, nn::ParameterSet<B, T>& params, OptimizerOptions o = {}, const ParamGroups& groups = {},
+            std::optional<nn::ParamRange> range = {})
+      : kind_(kind) {
     PLM_CHECK(params.allocated(), "Optimizer: the parameter set must be allocated before the optimizer is made");
     if (kind == OptimizerKind::adamw) {
-      impl_.template emplace<AdamW<B, T>>(params, typename AdamW<B, T>::Options{o.beta1, o.beta2, o.eps, o.weight_decay}, groups);
+      impl_.template emplace<AdamW<B, T>>(params, typename AdamW<B, T>::Options{o.beta1, o.beta2, o.eps, o.weight_decay}, groups, range);
     } else {
       typename Adafactor<B, T>::Options ao;
       ao.weight_decay = o.weight_decay;
       ao.relative_step = kind == OptimizerKind::adafactor_relative;
       ao.scale_parameter = ao.relative_step;
-      impl_.template emplace<Adafactor<B, T>>(params, ao, groups);
+      impl_.template emplace<Adafactor<B, T>>(params, ao, groups, range);
     }
   }
 
@@ -100,8 +105,8 @@ class Optimizer {
 // By name: "adamw", "adafactor" or "adafactor-relative".
 template <class B, class T>
 Optimizer<B, T> make_optimizer(const std::string& name, nn::ParameterSet<B, T>& params, OptimizerOptions o = {},
-                               const ParamGroups& groups = {}) {
-  return Optimizer<B, T>(parse_optimizer_kind(name), params, o, groups);
+                               const ParamGroups& groups = {}, std::optional<nn::ParamRange> range = {}) {
+  return Optimizer<B, T>(parse_optimizer_kind(name), params, o, groups, range);
 }
 
 }  // namespace plm::optim

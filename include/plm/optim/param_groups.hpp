@@ -2,6 +2,7 @@
 // Parameter groups: per-parameter learning-rate multiplier and weight decay,
 // chosen by name prefix (first matching rule wins). Fine-tuning uses this for
 // a backbone multiplier, e.g. groups.add("encoder.", {0.1}).
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,5 +53,22 @@ class ParamGroups {
   };
   std::vector<Rule> rules_;
 };
+
+// The range an optimizer works on: `range`, checked against the set, or every parameter.
+template <class B, class T>
+nn::ParamRange checked_range(const nn::ParameterSet<B, T>& ps, const std::optional<nn::ParamRange>& range) {
+  if (!range) return ps.all();
+  PLM_CHECK(range->begin >= 0 && range->begin <= range->end && range->end <= ps.size(), "optimizer: parameter range [", range->begin, ", ",
+            range->end, ") outside the set's ", ps.size(), " parameters");
+  return *range;
+}
+
+// Elements of the parameters in `r`.
+template <class B, class T>
+index_t range_numel(const nn::ParameterSet<B, T>& ps, nn::ParamRange r) {
+  if (r.size() == 0) return 0;
+  const auto& last = ps.entry(r.end - 1);
+  return last.offset + last.shape.numel() - ps.entry(r.begin).offset;
+}
 
 }  // namespace plm::optim

@@ -174,9 +174,30 @@ class ExampleStream {
     commit(build(records, 0, 0), {0, 0, 0});
   }
 
-  // Rows (into pool().examples) of the next training batch. Moves on to the
-  // next pool when this one is used up, and to the next epoch at the end of the file.
+  // Data parallelism: of every `world` consecutive batches this stream hands
+  // out only the one at `rank`; the ranks' streams together hand out each
+  // batch once, and after each next() (and in save()) every rank's cursor is
+  // the same. One process accumulating `world` micro-batches per step sees
+  // the batches in the order the ranks take them (micro m = rank m).
+  void shard(int rank, int world) {
+    PLM_CHECK(world >= 1 && rank >= 0 && rank < world, name(), "::shard: rank ", rank, " of ", world);
+    rank_ = rank, world_ = world;
+  }
+
+  // Rows (into pool().examples) of the next training batch (this rank's, see
+  // shard()). Moves on to the next pool when this one is used up, and to the
+  // next epoch at the end of the file.
   const std::vector<index_t>& next() {
+    skip(pending_ + static_cast<std::uint64_t>(rank_));
+    pending_ = static_cast<std::uint64_t>(world_ - 1 - rank_);  // the other ranks' batches after this one, skipped lazily: a
+    return next_batch();                                        // new pool would replace the examples these rows index
+  }
+
+ private:
+  void skip(std::uint64_t n) {
+    for (; n > 0; --n) next_batch();
+  }
+  const std::vector<index_t>& next_batch() {
     while (cursor_.batch >= pool_.batches.size()) {
       std::uint64_t epoch = cursor_.epoch, position = next_position_;
       auto records = records_at(position);
@@ -192,9 +213,15 @@ class ExampleStream {
     return pool_.batches[static_cast<std::size_t>(cursor_.batch++)];
   }
 
+ public:
+
   // The pool the last batch came from (before the first next(): the first pool).
   const Pool& pool() const { return pool_; }
-  PretrainCursor cursor() const { return cursor_; }
+  // Where the stream stands, past the other ranks' batches of the last round.
+  PretrainCursor cursor() {
+    settle();
+    return cursor_;
+  }
 
   // Continues from a cursor this stream (or one with the same settings over
   // the same file) returned. Replays the file from the start to check that
@@ -220,11 +247,13 @@ class ExampleStream {
     Pool p = build(records, c.epoch, c.pool_position);
     if (c.batch > p.batches.size()) refuse("that pool has only " + std::to_string(p.batches.size()) + " batches");
     commit(std::move(p), c);
+    pending_ = 0;
   }
 
   // The cursor into a checkpoint's training state: epoch, cursor = batches of
   // the pool handed out, extra["pretrain_stream"] = {pool_position, settings}.
-  void save(io::TrainingState& ts) const {
+  void save(io::TrainingState& ts) {
+    settle();
     ts.epoch = cursor_.epoch;
     ts.cursor = cursor_.batch;
     ts.extra["pretrain_stream"] = {{"pool_position", cursor_.pool_position}, {"settings", settings()}};
@@ -324,6 +353,11 @@ class ExampleStream {
 
  private:
   static const char* name() { return Maker::stream_name; }
+  // Skips the other ranks' batches still owed from the last next().
+  void settle() {
+    skip(pending_);
+    pending_ = 0;
+  }
   static std::string residues(std::size_t n) { return std::to_string(n) + (n == 1 ? " residue" : " residues"); }
 
   static PretrainStreamOptions checked(PretrainStreamOptions o) {
@@ -387,6 +421,8 @@ class ExampleStream {
   Pool pool_;
   PretrainCursor cursor_;
   std::uint64_t next_position_ = 0;  // where the pool after this one starts reading
+  int rank_ = 0, world_ = 1;         // shard(): this stream hands out batch rank_ of every world_
+  std::uint64_t pending_ = 0;        // batches of later ranks still to skip
   std::uint64_t examples_built_ = 0;
 };
 

@@ -24,6 +24,12 @@ class ConfusionMatrix {
               ") outside 0..", k_ - 1);
     ++m_[at(truth, predicted)];
   }
+  // n more proteins of class `truth` predicted as `predicted` (merging matrices, e.g. the ranks' of a job).
+  void add(std::int32_t truth, std::int32_t predicted, std::int64_t n) {
+    PLM_CHECK(truth >= 0 && truth < k_ && predicted >= 0 && predicted < k_ && n >= 0, "ConfusionMatrix: class pair (", truth, ", ",
+              predicted, ") outside 0..", k_ - 1, " or count ", n, " negative");
+    m_[at(truth, predicted)] += n;
+  }
   // Row = truth, column = prediction.
   std::int64_t count(std::int32_t truth, std::int32_t predicted) const { return m_[at(truth, predicted)]; }
   std::int64_t total() const {
@@ -77,6 +83,12 @@ class ConfusionMatrix {
   std::size_t at(std::int32_t t, std::int32_t p) const { return static_cast<std::size_t>(t) * static_cast<std::size_t>(k_) + static_cast<std::size_t>(p); }
   std::int32_t k_;
   std::vector<std::int64_t> m_;
+};
+
+// A classifier's figures over a set of proteins.
+struct ClassifierEvaluation {
+  double loss = 0;  // mean cross-entropy over the proteins
+  ConfusionMatrix cm;
 };
 
 }  // namespace plm::train

@@ -22,7 +22,7 @@ namespace plm::train {
 
 struct DeviceOptions {
   std::string device = "cpu";  // cpu or cuda
-  int gpu = 0;                 // CUDA device index
+  int gpu = -1;                // CUDA device index; -1: the rank's index on its machine (0 in one process)
   std::string math = "tf32";   // float GEMMs on the GPU: fp32, tf32 or bf16
 };
 
@@ -32,7 +32,8 @@ struct DeviceOptions {
 template <class App>
 void add_device_options(App& app, DeviceOptions& d) {
   app.add_option("--device", d.device, "cpu or cuda (checkpoints resume on either)")->check(cli::one_of({"cpu", "cuda"}));
-  app.add_option("--gpu", d.gpu, "CUDA device index")->check(cli::non_negative());
+  app.add_option("--gpu", d.gpu, "CUDA device index (default -1: under mpirun / srun the rank's index on its machine, else 0)")
+      ->check(cli::non_negative());
   app.add_option("--gpu-math", d.math, "float GEMMs on the GPU: fp32, tf32 or bf16 (fp32 accumulation)")->check(cli::one_of({"fp32", "tf32", "bf16"}));
 }
 
@@ -70,8 +71,9 @@ auto run_on_device(const DeviceOptions& d, F&& f) {
   if (d.math == "fp32") math = CudaMath::fp32;
   else if (d.math == "bf16") math = CudaMath::bf16;
   else PLM_CHECK(d.math == "tf32", "--gpu-math: unknown '", d.math, "' (fp32, tf32 or bf16)");
-  CudaContext gpu(d.gpu, math);
-  std::fprintf(stderr, "plm: running on %s (GPU %d, %s GEMMs)\n", gpu.device_name().c_str(), d.gpu, d.math.c_str());
+  const int index = d.gpu < 0 ? 0 : d.gpu;
+  CudaContext gpu(index, math);
+  std::fprintf(stderr, "plm: running on %s (GPU %d, %s GEMMs)\n", gpu.device_name().c_str(), index, d.math.c_str());
   return f(cuda{});
 #else
   PLM_FAIL("--device cuda: this program was built without the CUDA backend; configure with -DPLM_CUDA=ON and a CUDA toolkit");

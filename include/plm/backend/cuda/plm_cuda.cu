@@ -11,6 +11,9 @@
 #include "plm/backend/cuda/optimizer.cuh"
 #include "plm/backend/cuda/reduce.cuh"
 #include "plm/backend/cuda/softmax.cuh"
+#if defined(PLM_NCCL)
+#include "plm/backend/cuda/nccl.cuh"
+#endif
 
 namespace plm::detail::cu {
 
