@@ -224,7 +224,12 @@ class MpiCommunicator final : public Communicator {
       if (now > deadline) {
         std::set<int> late;
         for (std::size_t i = 0; i < p.requests.size(); ++i)
-          if (p.requests[i] != MPI_REQUEST_NULL) late.insert(p.peers[i]);
+          if (p.requests[i] != MPI_REQUEST_NULL) {
+            late.insert(p.peers[i]);
+            // Withdrawn, so that a late message can never land in a buffer the caller has since reused.
+            MPI_Cancel(&p.requests[i]);
+            MPI_Request_free(&p.requests[i]);
+          }
         std::string who;
         for (int r : late) who += (who.empty() ? "" : ", ") + std::to_string(r);
         PLM_FAIL("dist: rank ", rank_, " waited ", timeout_seconds(), " s for rank", late.size() > 1 ? "s " : " ", who, " in ", what,
