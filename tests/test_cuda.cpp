@@ -11,6 +11,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -18,6 +19,10 @@
 #include "op_table.hpp"
 #include "ops_test_support.hpp"
 #include "plm/cuda.hpp"
+#include "plm/dist/data_parallel.hpp"
+#if defined(PLM_NCCL)
+#include "plm/dist/nccl.hpp"
+#endif
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/attention_contrastive.hpp"
 #include "plm/objectives/cross_entropy.hpp"
@@ -269,3 +274,37 @@ TEST_CASE("cuda: errors name the problem") {
   CHECK(s.in_use > 0);
   CHECK(s.peak >= s.in_use);
 }
+
+#if defined(PLM_NCCL)
+TEST_CASE("cuda: the NCCL communicator at world size 1, and DataParallel over it") {
+  dist::SingleProcess host;
+  dist::NcclCommunicator nccl(host);
+  CHECK(nccl.size() == 1);
+  CHECK(nccl.device_memory());
+  const auto x = host_random<float>(Shape{7}, 90);
+  auto d = up<float>(x);
+  nccl.reduce_scatter(d.data(), {7}, DType::f32, "test reduce-scatter");
+  nccl.all_gather(d.data(), {7}, DType::f32, "test all-gather");
+  nccl.broadcast(d.data(), 7 * sizeof(float), 0, "test broadcast");
+  Tensor<cuda, float> all(Shape{7}), back(Shape{7});
+  nccl.gather(d.data(), all.data(), {7}, DType::f32, 0, "test gather");
+  nccl.scatter(all.data(), back.data(), {7}, DType::f32, 0, "test scatter");
+  std::vector<float> h(7);
+  download(back.cview(), h.data());
+  CHECK(std::memcmp(h.data(), x.data(), sizeof(float) * 7) == 0);
+  CHECK(error_of([&] { nccl.all_gather(d.data(), {3, 4}, DType::f32, "two segments"); }).find("2 segments for 1 ranks") != std::string::npos);
+  // A data-parallel step through it: the gradient of two micro-batches, summed on the device.
+  nn::ParameterSet<cuda, float> ps;
+  ps.add("w", Shape{3, 2}, 0.5);
+  ps.allocate();
+  ps.init(1);
+  dist::DataParallel<cuda, float> dp(nccl, ps, {true, 2});
+  const auto g = host_random<float>(Shape{6}, 91);
+  for (int m = 0; m < 2; ++m) {
+    upload(g.data(), ps.grads());
+    dp.micro_batch_done();
+  }
+  CHECK(dp.reduce_gradients(0.0) == doctest::Approx(2 * std::sqrt(C::sum_squares<float>(g.cview()))).epsilon(1e-5));
+  dp.finish_step();
+}
+#endif

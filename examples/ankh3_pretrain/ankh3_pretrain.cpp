@@ -201,8 +201,9 @@ int run(const Options& o, dist::Communicator& comm) {
     ts.step = step;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     auto rec = record("train", step, sum);
-    rec.update({{"lr", lr}, {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", double(tokens) / secs},
+    rec.update({{"lr", lr}, {"grad_norm", grad_norm}, {"tokens", std::int64_t(tokens)}, {"tokens_per_s", tokens / secs},
                 {"epoch", stream.cursor().epoch}});
+    if (comm.size() > 1) rec["sync_s"] = dp.step_sync_seconds();  // time in collectives, waits for slower ranks included
     metrics.write(rec);
     if (bar) bar->update(step, {{"loss", sum.total}, {"nlu", sum.tasks[0].loss}, {"s2s", sum.tasks[1].loss}}, tokens);
     if (step % o.eval_every == 0 || step == o.steps) {

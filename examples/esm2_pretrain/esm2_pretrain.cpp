@@ -219,8 +219,11 @@ int run(const Options& o, dist::Communicator& comm) {
     ts.step = step;
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double train_acc = masked ? correct / masked : 0.0;
-    metrics.write({{"split", "train"}, {"step", step}, {"loss", step_loss}, {"acc", train_acc}, {"masked", std::int64_t(masked)}, {"lr", lr},
-                   {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", double(tokens) / secs}, {"epoch", stream.cursor().epoch}});
+    nlohmann::json rec = {{"split", "train"}, {"step", step}, {"loss", step_loss}, {"acc", train_acc}, {"masked", std::int64_t(masked)},
+                          {"lr", lr}, {"grad_norm", grad_norm}, {"tokens", std::int64_t(tokens)}, {"tokens_per_s", tokens / secs},
+                          {"epoch", stream.cursor().epoch}};
+    if (comm.size() > 1) rec["sync_s"] = dp.step_sync_seconds();  // time in collectives, waits for slower ranks included
+    metrics.write(rec);
     if (bar) bar->update(step, {{"loss", step_loss}, {"acc", train_acc}}, tokens);
     if (step % o.eval_every == 0 || step == o.steps) {
       last_eval = evaluate();

@@ -39,6 +39,7 @@
 // job resumes at any world size, with or without ZeRO-1. Rank 0 alone reads
 // and writes them; the others receive parameters, state and the training state
 // from it, so no shared file system is needed.
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -153,14 +154,18 @@ class DataParallel {
     PLM_CHECK(max_norm >= 0, "DataParallel::reduce_gradients: max_norm ", max_norm, " is negative");
     const TensorView<B, T> g = ps_->grads();
     if (o_.micro_batches > 1) ops<B>::add(acc_.cview(), ConstView<B, T>(g), g);  // ((g0 + g1) + ...) + g_last
+    const auto t0 = std::chrono::steady_clock::now();
     if (world() > 1) comm_->reduce_scatter(g.data(), counts_, dtype_of_v<T>, "the gradient reduce-scatter");
+    sync_ = seconds_since(t0);
     const nn::ParamRange mine = shards_[static_cast<std::size_t>(rank())];
     const auto own = g.slice(offset(mine), offset(mine) + counts_[static_cast<std::size_t>(rank())]);
     if (scale != 1.0) ops<B>::scale(ConstView<B, T>(own), static_cast<T>(scale), own);
     // Per-parameter sums of squares of this rank's run, the others' from them.
     std::vector<double> sq(static_cast<std::size_t>(ps_->size()), 0.0);
     for (index_t i = mine.begin; i < mine.end; ++i) sq[static_cast<std::size_t>(i)] = ops<B>::sum_squares(ConstView<B, T>(ps_->grad(i)));
+    const auto t1 = std::chrono::steady_clock::now();
     if (world() > 1) sq = sum_over_ranks(*comm_, sq, "the gradient norm");  // one non-zero term per parameter: exact
+    sync_ += seconds_since(t1);
     double total = 0;
     for (double s : sq) total += s;
     const double norm = std::sqrt(total);
@@ -172,7 +177,9 @@ class DataParallel {
     if (max_norm > 0 && norm > max_norm) {
       ops<B>::scale(ConstView<B, T>(own), static_cast<T>(max_norm / norm), own);
     }
+    const auto t2 = std::chrono::steady_clock::now();
     if (world() > 1 && !o_.zero1) comm_->all_gather(g.data(), counts_, dtype_of_v<T>, "the gradient all-gather");
+    sync_ += seconds_since(t2);
     return norm;
   }
 
@@ -180,7 +187,9 @@ class DataParallel {
   // ranks. Zeroes the gradients and starts the next step.
   void finish_step() {
     PLM_CHECK(micro_ == o_.micro_batches, "DataParallel::finish_step: the step's gradients were not reduced");
+    const auto t0 = std::chrono::steady_clock::now();
     if (world() > 1 && o_.zero1) comm_->all_gather(ps_->values().data(), counts_, dtype_of_v<T>, "the parameter all-gather");
+    sync_ += seconds_since(t0);
     ps_->zero_grad();
     micro_ = 0;
   }
@@ -239,6 +248,11 @@ class DataParallel {
     return ts;
   }
 
+  // Seconds the last step spent in collectives (reduce_gradients and
+  // finish_step), waiting for slower ranks included: what overlapping them
+  // with the backward could save at most.
+  double step_sync_seconds() const { return sync_; }
+
   // Bytes of optimizer state this rank holds, and what one process would hold (for reports).
   static index_t state_elements(const std::vector<io::NamedTensor<B, T>>& state) {
     index_t n = 0;
@@ -247,6 +261,9 @@ class DataParallel {
   }
 
  private:
+  static double seconds_since(std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  }
   static std::size_t bytes(index_t n) { return static_cast<std::size_t>(n) * sizeof(T); }
   static index_t sum(const std::vector<index_t>& v) {
     index_t s = 0;
@@ -268,6 +285,7 @@ class DataParallel {
   std::vector<index_t> counts_;  // elements of each rank's run
   Tensor<B, T> acc_;             // the step's earlier micro-batches (micro_batches > 1)
   std::int64_t micro_ = 0;       // micro-batches done this step
+  double sync_ = 0;              // step_sync_seconds()
 };
 
 }  // namespace plm::dist
