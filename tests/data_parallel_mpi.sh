@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Data-parallel training under mpirun (dist::DataParallel over MPI), checked
 # against one process:
-#   1. ankh3_pretrain on 2 ranks x 1 micro-batch writes the same per-step
-#      losses and the same checkpoint, byte for byte, as 1 process
+#   1. ankh3_pretrain on 2 ranks x 1 micro-batch writes the same metrics
+#      (every step and held-out evaluation, timings aside) and the same
+#      checkpoint, byte for byte, as 1 process
 #      accumulating 2 micro-batches; for AdamW and Adafactor, with and
 #      without --zero1. esm2_pretrain and nm_finetune likewise (AdamW, ZeRO-1).
 #   2. 2 ranks x 2 micro-batches against 1 process x 4: equal losses up to
@@ -29,9 +30,11 @@ common=(--train "$work/train.fasta" --max-length 64 --token-budget 1024 --pool 1
 pre_args=("${common[@]}" --d-model 32 --d-ff 64 --heads 2 --d-kv 16 --layers 2 --decoder-layers 1 --warmup 4 --eval-every 6
           --checkpoint-every 5)
 losses() { grep '"split":"train"' "$1" | grep -o '"loss":[^,}]*'; }
+# Every metrics line (training steps and held-out evaluations) but the timings.
+records() { grep '"split"' "$1" | sed -E 's/"(tokens_per_s|sync_s)":[^,}]*,?//g'; }
 fail() { echo "FAIL: $*"; exit 1; }
 same_run() {  # same_run <dir a> <dir b> <what>
-  diff <(losses "$1/metrics.jsonl") <(losses "$2/metrics.jsonl") > /dev/null || fail "$3: the per-step losses differ"
+  diff <(records "$1/metrics.jsonl") <(records "$2/metrics.jsonl") > /dev/null || fail "$3: the metrics differ"
   cmp -s "$1/checkpoint.safetensors" "$2/checkpoint.safetensors" || fail "$3: the checkpoints differ"
 }
 
@@ -63,7 +66,7 @@ nm_args=(--limit 300 --min-class-size 20 --max-length 48 --d-model 16 --heads 2 
 "$nm" "${nm_args[@]}" --accum 2 --out "$work/nm-one" > /dev/null 2> "$work/nm-one.log" || { cat "$work/nm-one.log"; fail "nm_finetune, 1 process"; }
 "${mpi[@]}" "$nm" "${nm_args[@]}" --zero1 --out "$work/nm-two" > /dev/null 2> "$work/nm-two.log" ||
   { cat "$work/nm-two.log"; fail "nm_finetune, 2 ranks"; }
-diff <(losses "$work/nm-one/nm/metrics.jsonl") <(losses "$work/nm-two/nm/metrics.jsonl") > /dev/null || fail "nm_finetune: the losses differ"
+diff <(records "$work/nm-one/nm/metrics.jsonl") <(records "$work/nm-two/nm/metrics.jsonl") > /dev/null || fail "nm_finetune: the metrics differ"
 cmp -s "$work/nm-one/nm/checkpoint.safetensors" "$work/nm-two/nm/checkpoint.safetensors" || fail "nm_finetune: the checkpoints differ"
 cmp -s "$work/nm-one/nm/test.json" "$work/nm-two/nm/test.json" || fail "nm_finetune: the test figures differ"
 
@@ -74,24 +77,30 @@ paste -d' ' <(losses "$work/acc4/metrics.jsonl" | cut -d: -f2) <(losses "$work/a
   awk '{d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * $1) { print "FAIL: step " NR " loss " $1 " vs " $2; bad = 1 } } END { exit bad }'
 
 # 3. SIGKILL of rank 1, then resume.
-rank_pid() {  # the pid of rank $1 of the job started in this shell
+rank_pid() {  # rank_pid <rank> <run name>: the pid of that rank of the job writing $work/<run name>
   for p in $(pgrep -f -- "--out $work/$2\$"); do
     if tr '\0' '\n' < "/proc/$p/environ" 2> /dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$1"; then echo "$p"; return; fi
+  done
+}
+# signal_rank_1 <signal> <run name> <train steps> <job pid>: once the run has logged that many steps (and
+# written a checkpoint), sends the signal to its rank 1 and prints that rank's pid.
+signal_rank_1() {
+  local log=$work/$2/metrics.jsonl
+  while kill -0 "$4" 2> /dev/null; do
+    if [ -f "$work/$2/checkpoint.safetensors" ] && [ "$(grep -c '"split":"train"' "$log")" -ge "$3" ]; then
+      local victim
+      victim=$(rank_pid 1 "$2")
+      [ -n "$victim" ] && kill "-$1" "$victim" && echo "$victim"
+      return
+    fi
+    sleep 0.05
   done
 }
 "${mpi[@]}" "$pre" "${pre_args[@]}" --steps 30 --out "$work/full" > /dev/null 2> "$work/full.log" || { cat "$work/full.log"; fail "uninterrupted run"; }
 start=$(date +%s)
 "${mpi[@]}" "$pre" "${pre_args[@]}" --steps 30 --dist-timeout 60 --out "$work/killed" > /dev/null 2> "$work/killed.log" &
 job=$!
-victim=""
-while kill -0 "$job" 2> /dev/null; do
-  if [ -f "$work/killed/checkpoint.safetensors" ] && [ "$(grep -c '"split":"train"' "$work/killed/metrics.jsonl")" -ge 12 ]; then
-    victim=$(rank_pid 1 killed)
-    [ -n "$victim" ] && kill -9 "$victim"
-    break
-  fi
-  sleep 0.05
-done
+victim=$(signal_rank_1 KILL killed 12 "$job")
 [ -n "$victim" ] || fail "the run ended before rank 1 could be killed"
 if wait "$job"; then fail "the job survived the loss of rank 1"; fi
 elapsed=$(( $(date +%s) - start ))
@@ -110,20 +119,13 @@ same_run "$work/full" "$work/killed-single" "2 ranks resumed in 1 process"
 # 4. A rank that hangs: the other waits --dist-timeout seconds, names it, and the job ends.
 "${mpi[@]}" "$pre" "${pre_args[@]}" --steps 200 --dist-timeout 4 --out "$work/hung" > /dev/null 2> "$work/hung.log" &
 job=$!
-victim=""
-while kill -0 "$job" 2> /dev/null; do
-  if [ -f "$work/hung/metrics.jsonl" ] && [ "$(grep -c '"split":"train"' "$work/hung/metrics.jsonl")" -ge 3 ]; then
-    victim=$(rank_pid 1 hung)
-    [ -n "$victim" ] && kill -STOP "$victim"
-    break
-  fi
-  sleep 0.05
-done
+victim=$(signal_rank_1 STOP hung 6 "$job")
 [ -n "$victim" ] || fail "the run ended before rank 1 could be stopped"
 start=$(date +%s)
-( sleep 60; kill -9 "$victim" 2> /dev/null; kill -9 "$job" 2> /dev/null ) &
+( sleep 60; kill -9 "$victim" "$job" ) > /dev/null 2>&1 &  # a last resort if the job itself never ends
 guard=$!
 if wait "$job"; then fail "the job survived a hung rank"; fi
+pkill -P "$guard" 2> /dev/null || true
 kill "$guard" 2> /dev/null || true
 kill -9 "$victim" 2> /dev/null || true
 elapsed=$(( $(date +%s) - start ))

@@ -293,4 +293,25 @@ TEST_CASE("MultiTaskResult numbers round trip; folding over ranks in one process
   check_error([&] { cm.add(0, 0, -1); }, "count -1 negative");
   const auto e = train::sum_over_ranks(c, train::ClassifierEvaluation{0.5, cm}, "t");
   CHECK(e.cm.count(1, 2) == 6);
+  // Held-out batches shared by the ranks: at world size 1 every batch is computed here, in order.
+  std::vector<std::size_t> seen;
+  const auto rows = train::shared_batch_rows(c, 3, 2, "t", [&](std::size_t b) {
+    seen.push_back(b);
+    return std::vector<double>{double(b), 1.0};
+  });
+  CHECK(seen == std::vector<std::size_t>{0, 1, 2});
+  CHECK(rows[2] == std::vector<double>{2.0, 1.0});
+  check_error([&] { train::shared_batch_rows(c, 1, 3, "the rows", [](std::size_t) { return std::vector<double>{1.0}; }); },
+              "the rows: batch 0 gives 1 numbers, not 3");
+  const auto v = train::evaluate_shared(c, 2, {{"nlu", 1.0}, {"s2s", 0.5}}, "t", [&](std::size_t b) {
+    objectives::MultiTaskResult x = r;
+    x.tasks[0].tokens += static_cast<std::int64_t>(b);
+    return x;
+  });
+  objectives::MultiTaskResult want = r, second = r;
+  second.tasks[0].tokens += 1;
+  want.add(second);
+  CHECK(v.total == want.total);
+  CHECK(v.tasks[0].tokens == 81);
+  CHECK(v.tasks[0].loss == want.tasks[0].loss);
 }

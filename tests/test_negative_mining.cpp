@@ -295,6 +295,17 @@ TEST_CASE("NegativeMiningModel: step's gradients through the encoder equal finit
   const auto e = frozen.evaluate(tokens, labels, {0, 1, 2, 3, 4, 5}, 4, 0);
   CHECK(e.cm.total() == 6);
   CHECK(e.loss > 0);
+  // Shared by 2 ranks (batches {0..3} and {4, 5}): the shares put together are the whole, bit for bit.
+  const auto e0 = frozen.evaluate(tokens, labels, {0, 1, 2, 3, 4, 5}, 4, 0, 0, 2), e1 = frozen.evaluate(tokens, labels, {0, 1, 2, 3, 4, 5}, 4, 0, 1, 2);
+  CHECK(e0.cm.total() == 4);
+  CHECK(e1.cm.total() == 2);
+  REQUIRE(e0.batch_losses.size() == 2);
+  CHECK(e0.batch_losses[1] == 0.0);
+  CHECK(e1.batch_losses[0] == 0.0);
+  CHECK((e0.batch_losses[0] + e1.batch_losses[1]) / 6 == e.loss);
+  for (std::int32_t t = 0; t < 3; ++t)
+    for (std::int32_t p = 0; p < 3; ++p) CHECK(e0.cm.count(t, p) + e1.cm.count(t, p) == e.cm.count(t, p));
+  check_error([&] { frozen.evaluate(tokens, labels, {0, 1}, 4, 0, 2, 2); }, "evaluate: rank 2 of 2");
   const auto a = frozen.embed(tokens, labels, {2, 0, 4}, 2, 0), b = frozen.embed(tokens, labels, {0}, 1, 0);
   CHECK(a.shape() == Shape({3, 8}));
   CHECK(max_rel_diff<double, double>(a.cview().slice(1, 2), b.cview()) < 1e-12);

@@ -155,7 +155,6 @@ int run(const Options& o, dist::Communicator& comm) {
   if (lead) run_dir->remove_previous();  // --overwrite: only now that the model, data and checkpoint are set up
   // Appended to; with --resume first cut back to the checkpoint's step (lines of a run killed before its first checkpoint too).
   train::MetricsLog metrics = lead ? train::MetricsLog(metrics_path, o.resume ? ts.step : -1) : train::MetricsLog();
-  const std::vector<std::string> task_names{"nlu", "s2s"};
 
   typename Model::Cache cache;
   Tensor<B, float> logits;
@@ -184,14 +183,9 @@ int run(const Options& o, dist::Communicator& comm) {
       tokens += double(b.input_tokens + b.target_tokens);
     }
     if (comm.size() > 1) {  // every rank's figures, folded in rank order (as one process folds its micro-batches)
-      auto mine = sum.numbers();
-      mine.insert(mine.end(), {step_loss, tokens});
-      const auto all = dist::gather_numbers(comm, mine, "the step's losses");
-      step_loss = tokens = 0, sum = {};
-      for (const auto& v : all) {
-        sum.add(objectives::MultiTaskResult::from_numbers({v.begin(), v.end() - 2}, task_names));
-        step_loss += v[v.size() - 2], tokens += v.back();
-      }
+      sum = train::fold_over_ranks(comm, sum, loss.tasks(), "the step's losses");
+      const auto s = dist::sum_over_ranks(comm, {step_loss, tokens}, "the step's losses");
+      step_loss = s[0], tokens = s[1];
     }
     sum.total = step_loss;
     const double grad_norm = dp.reduce_gradients(o.clip);  // NaN / Inf: an error naming the parameter, on every rank
@@ -207,13 +201,12 @@ int run(const Options& o, dist::Communicator& comm) {
     metrics.write(rec);
     if (bar) bar->update(step, {{"loss", sum.total}, {"nlu", sum.tasks[0].loss}, {"s2s", sum.tasks[1].loss}}, tokens);
     if (step % o.eval_every == 0 || step == o.steps) {
-      objectives::MultiTaskResult v;  // rank r evaluates held-out batches r, r + ranks, ...
-      for (std::size_t i = static_cast<std::size_t>(comm.rank()); i < valid.batches.size(); i += static_cast<std::size_t>(comm.size())) {
+      // Rank r evaluates held-out batches r, r + ranks, ...; folded in batch order, as one process would.
+      const auto v = train::evaluate_shared(comm, valid.batches.size(), loss.tasks(), "the held-out losses", [&](std::size_t i) {
         samplers::collate<B>(valid.examples, valid.batches[i], b);
         forward(nn::Pass::eval());
-        v.add(loss(logits.cview(), b.labels.cview(), b.task));
-      }
-      if (comm.size() > 1) v = train::fold_over_ranks(comm, v, loss.tasks(), "the held-out losses");
+        return loss(logits.cview(), b.labels.cview(), b.task);
+      });
       auto vr = record("valid", step, v);
       for (const auto& [task, accuracy] : baseline.accuracy) vr[task + "_baseline_acc"] = accuracy;
       metrics.write(vr);

@@ -157,21 +157,17 @@ int run(const Options& o, dist::Communicator& comm) {
     model.forward(b.ids.cview(), b.valid.cview(), logits.view(), cache, pass);
   };
   // Held-out masked loss, accuracy and perplexity over every selected position, and the accuracy at <mask> inputs.
-  // Rank r evaluates batches r, r + ranks, ...; the sums are added over ranks in rank order.
+  // Rank r evaluates held-out batches r, r + ranks, ...; the sums are taken in batch order, as one process would.
   auto evaluate = [&] {
     double nll = 0, n = 0, correct = 0, n_mask = 0, correct_mask = 0;
-    for (std::size_t k = static_cast<std::size_t>(comm.rank()); k < valid.batches.size(); k += static_cast<std::size_t>(comm.size())) {
-      stream.collate(valid, k, b);
-      stream.collate(valid_at_mask, k, at_mask);
-      forward(nn::Pass::eval());
-      const auto r = loss(logits.cview(), b.labels.cview()), rm = loss(logits.cview(), at_mask.labels.cview());
-      nll += r.nll * double(r.tokens), n += double(r.tokens), correct += double(r.correct);
-      n_mask += double(rm.tokens), correct_mask += double(rm.correct);
-    }
-    if (comm.size() > 1) {
-      const auto s = dist::sum_over_ranks(comm, {nll, n, correct, n_mask, correct_mask}, "the held-out losses");
-      nll = s[0], n = s[1], correct = s[2], n_mask = s[3], correct_mask = s[4];
-    }
+    for (const auto& row : train::shared_batch_rows(comm, valid.batches.size(), 5, "the held-out losses", [&](std::size_t k) {
+           stream.collate(valid, k, b);
+           stream.collate(valid_at_mask, k, at_mask);
+           forward(nn::Pass::eval());
+           const auto r = loss(logits.cview(), b.labels.cview()), rm = loss(logits.cview(), at_mask.labels.cview());
+           return std::vector<double>{r.nll * double(r.tokens), double(r.tokens), double(r.correct), double(rm.tokens), double(rm.correct)};
+         }))
+      nll += row[0], n += row[1], correct += row[2], n_mask += row[3], correct_mask += row[4];
     const double mean = n ? nll / double(n) : 0.0;
     return nlohmann::json{{"loss", mean},
                           {"acc", n ? correct / n : 0.0},

@@ -182,11 +182,15 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
                      {"nm_loss", all[2] / batches}, {"acc", all[3] / all[4]}, {"grad_norm", gn}});
       if (bar) bar->update(ts.step, {{"loss", all[0] / batches}, {"nm", all[2] / batches}}, all[4]);
     }
-    const auto [vloss, vcm] = evaluate(valid_set, "the validation figures");
+    const auto ve = evaluate(valid_set, "the validation figures");
+    const double vloss = ve.loss;
+    const auto& vcm = ve.cm;
     metrics.write({{"split", "valid"}, {"step", ts.step}, {"epoch", epoch}, {"loss", vloss}, {"acc", vcm.accuracy()}, {"macro_f1", vcm.macro_f1()}});
     // The test figures of every epoch too, so a run stopped early (or killed) still reports; the
     // result of the run stays the test figures of the best-validation epoch.
-    const auto [eloss, ecm] = evaluate(test_set, "the test figures");
+    const auto ee = evaluate(test_set, "the test figures");
+    const double eloss = ee.loss;
+    const auto& ecm = ee.cm;
     metrics.write({{"split", "test"}, {"step", ts.step}, {"epoch", epoch}, {"loss", eloss}, {"acc", ecm.accuracy()}, {"macro_f1", ecm.macro_f1()}});
     auto& x = ts.extra;
     if (vloss < x["best_valid_loss"].get<double>()) {
@@ -208,7 +212,9 @@ nlohmann::json train_arm(const std::string& arm, const Options& o, const data::C
   if (bar) bar->finish();
   const auto at_best = dp.resume(best, state);  // rank 0 reads it, every rank gets the weights
   PLM_CHECK(at_best, best, " was never written (no epoch finished)");
-  const auto [tloss, tcm] = evaluate(test_set, "the test figures");
+  const auto te = evaluate(test_set, "the test figures");
+  const double tloss = te.loss;
+  const auto& tcm = te.cm;
   nlohmann::json j = tcm.to_json(d.class_names);
   j["arm"] = arm, j["test_loss"] = tloss, j["best_epoch"] = io::extra_value<long>(best, *at_best, "best_epoch") + 1;
   if (lead) io::write_file_atomically((dir / "test.json").string(), [&](io::AtomicFile& f) { f.write(j.dump(2) + "\n"); });

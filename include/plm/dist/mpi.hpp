@@ -94,47 +94,10 @@ class MpiCommunicator final : public Communicator {
   }
 
   void gather(const void* mine, void* all, const std::vector<index_t>& counts, DType t, int root, const char* what) override {
-    const std::size_t es = element_size(t, what);
-    const auto off = offsets(counts, what);
-    check_root(root, what);
-    Pending p;
-    if (rank_ == root) {
-      auto* base = static_cast<char*>(all);
-      for (int j = 0; j < size_; ++j) {
-        char* dst = base + static_cast<std::size_t>(off[static_cast<std::size_t>(j)]) * es;
-        const std::size_t bytes = static_cast<std::size_t>(counts[static_cast<std::size_t>(j)]) * es;
-        if (j == rank_) {
-          if (bytes && dst != mine) std::memmove(dst, mine, bytes);
-        } else {
-          p.recv(dst, bytes, j, comm_);
-        }
-      }
-    } else {
-      p.send(mine, static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)]) * es, root, comm_);
-    }
-    wait(p, what);
+    root_exchange(true, const_cast<void*>(mine), all, counts, t, root, what);
   }
-
   void scatter(const void* all, void* mine, const std::vector<index_t>& counts, DType t, int root, const char* what) override {
-    const std::size_t es = element_size(t, what);
-    const auto off = offsets(counts, what);
-    check_root(root, what);
-    Pending p;
-    if (rank_ == root) {
-      const auto* base = static_cast<const char*>(all);
-      for (int j = 0; j < size_; ++j) {
-        const char* src = base + static_cast<std::size_t>(off[static_cast<std::size_t>(j)]) * es;
-        const std::size_t bytes = static_cast<std::size_t>(counts[static_cast<std::size_t>(j)]) * es;
-        if (j == rank_) {
-          if (bytes && src != mine) std::memmove(mine, src, bytes);
-        } else {
-          p.send(src, bytes, j, comm_);
-        }
-      }
-    } else {
-      p.recv(mine, static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)]) * es, root, comm_);
-    }
-    wait(p, what);
+    root_exchange(false, mine, const_cast<void*>(all), counts, t, root, what);
   }
 
   void broadcast(void* buf, std::size_t bytes, int root, const char* what) override { host_broadcast(buf, bytes, root, what); }
@@ -237,6 +200,28 @@ class MpiCommunicator final : public Communicator {
       }
       if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(polls > 20000 ? 1000 : 50));
     }
+  }
+
+  // Segment j of root's `all` and rank j's `mine`: to_root copies the ranks'
+  // segments into `all` (gather), otherwise `all`'s out to the ranks (scatter).
+  // Only the direction's source is read.
+  void root_exchange(bool to_root, void* mine, void* all, const std::vector<index_t>& counts, DType t, int root, const char* what) {
+    const std::size_t es = element_size(t, what);
+    const auto off = offsets(counts, what);
+    check_root(root, what);
+    Pending p;
+    if (rank_ != root) {
+      const std::size_t bytes = static_cast<std::size_t>(counts[static_cast<std::size_t>(rank_)]) * es;
+      to_root ? p.send(mine, bytes, root, comm_) : p.recv(mine, bytes, root, comm_);
+    } else {
+      for (int j = 0; j < size_; ++j) {
+        char* seg = static_cast<char*>(all) + static_cast<std::size_t>(off[static_cast<std::size_t>(j)]) * es;
+        const std::size_t bytes = static_cast<std::size_t>(counts[static_cast<std::size_t>(j)]) * es;
+        if (j != rank_) to_root ? p.recv(seg, bytes, j, comm_) : p.send(seg, bytes, j, comm_);
+        else if (bytes && seg != mine) to_root ? (void)std::memmove(seg, mine, bytes) : (void)std::memmove(mine, seg, bytes);
+      }
+    }
+    wait(p, what);
   }
 
   std::size_t slot(int peer) const { return static_cast<std::size_t>(peer < rank_ ? peer : peer - 1); }

@@ -51,6 +51,7 @@ class NcclCommunicator final : public Communicator {
   struct Impl;
 
  private:
+  void root_exchange(bool to_root, void* mine, void* all, const std::vector<index_t>& counts, DType t, int root, const char* what);
   Communicator* host_;
   std::unique_ptr<Impl> impl_;
 };

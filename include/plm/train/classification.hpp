@@ -89,6 +89,8 @@ class ConfusionMatrix {
 struct ClassifierEvaluation {
   double loss = 0;  // mean cross-entropy over the proteins
   ConfusionMatrix cm;
+  std::vector<double> batch_losses;  // per batch: the sum of its proteins' losses (0 for another rank's batches)
+  std::size_t proteins = 0;          // proteins of the whole set
 };
 
 }  // namespace plm::train

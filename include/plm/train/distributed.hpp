@@ -89,18 +89,55 @@ inline objectives::MultiTaskResult fold_over_ranks(dist::Communicator& comm, obj
   return out;
 }
 
-// The ranks' shares of an evaluation (NegativeMiningModel::evaluate with
-// rank and world) added up: losses in rank order, confusion matrices exactly.
+// Batches [0, n) of a fixed set (held-out batches) shared by the ranks:
+// rank r computes f(b) (`width` numbers) for b = r, r + size, ...; every rank
+// gets every batch's row as its owner computed it (one rank contributes each
+// element, so the sum over ranks is exact). Folding the rows in batch order
+// then gives what one process evaluating every batch in order gets, bit for bit.
+template <class F>
+std::vector<std::vector<double>> shared_batch_rows(dist::Communicator& comm, std::size_t n, std::size_t width, const char* what, F&& f) {
+  const auto N = static_cast<std::size_t>(comm.size()), r = static_cast<std::size_t>(comm.rank());
+  std::vector<double> table(n * width, 0.0);
+  for (std::size_t b = r; b < n; b += N) {
+    const std::vector<double> row = f(b);
+    PLM_CHECK(row.size() == width, what, ": batch ", b, " gives ", row.size(), " numbers, not ", width);
+    std::copy(row.begin(), row.end(), table.begin() + static_cast<long>(b * width));
+  }
+  if (N > 1) table = dist::sum_over_ranks(comm, table, what);
+  std::vector<std::vector<double>> rows;
+  for (std::size_t b = 0; b < n; ++b) rows.emplace_back(table.begin() + static_cast<long>(b * width), table.begin() + static_cast<long>((b + 1) * width));
+  return rows;
+}
+
+// MultiTask results of batches [0, n) shared by the ranks (f(b) evaluates
+// batch b), folded in batch order: one process's figures, on every rank.
+template <class F>
+objectives::MultiTaskResult evaluate_shared(dist::Communicator& comm, std::size_t n, const std::vector<objectives::TaskSpec>& tasks,
+                                            const char* what, F&& f) {
+  std::vector<std::string> names;
+  for (const auto& t : tasks) names.push_back(t.name);
+  objectives::MultiTaskResult out;
+  for (const auto& row : shared_batch_rows(comm, n, 1 + 6 * tasks.size(), what, [&](std::size_t b) { return f(b).numbers(); }))
+    out.add(objectives::MultiTaskResult::from_numbers(row, names));
+  return out;
+}
+
+// The ranks' shares of an evaluation (NegativeMiningModel::evaluate with rank
+// and world) put together: the per-batch losses added in batch order and the
+// confusion matrices added exactly, as one process evaluating every batch gets.
 inline ClassifierEvaluation sum_over_ranks(dist::Communicator& comm, const ClassifierEvaluation& mine, const char* what) {
   if (comm.size() == 1) return mine;
   const std::int32_t k = mine.cm.classes();
-  std::vector<double> v{mine.loss};
+  std::vector<double> v = mine.batch_losses;
   for (std::int32_t t = 0; t < k; ++t)
     for (std::int32_t p = 0; p < k; ++p) v.push_back(double(mine.cm.count(t, p)));
-  const auto s = dist::sum_over_ranks(comm, v, what);
-  ClassifierEvaluation out{s[0], ConfusionMatrix(k)};
+  const auto s = dist::sum_over_ranks(comm, v, what);  // one rank holds each batch's loss: exact
+  ClassifierEvaluation out{0, ConfusionMatrix(k), {s.begin(), s.begin() + static_cast<long>(mine.batch_losses.size())}, mine.proteins};
+  for (double l : out.batch_losses) out.loss += l;
+  out.loss /= double(std::max<std::size_t>(out.proteins, 1));
+  const std::size_t at = out.batch_losses.size();
   for (std::int32_t t = 0; t < k; ++t)
-    for (std::int32_t p = 0; p < k; ++p) out.cm.add(t, p, static_cast<std::int64_t>(s[1 + static_cast<std::size_t>(t * k + p)]));
+    for (std::int32_t p = 0; p < k; ++p) out.cm.add(t, p, static_cast<std::int64_t>(s[at + static_cast<std::size_t>(t * k + p)]));
   return out;
 }
 

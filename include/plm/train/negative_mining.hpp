@@ -76,29 +76,28 @@ class NegativeMiningModel : public EncoderWithHead<Encoder, objectives::Negative
   }
 
   // Over proteins (items of tokens / labels) in batches of `batch`, shortest first.
-  // Shared by `world` ranks: this one evaluates batches rank, rank + world, ...;
-  // its loss is its share of the mean over all proteins, so the ranks' losses
-  // and confusion matrices add up to the whole (train::sum_over_ranks).
+  // Shared by `world` ranks: this one evaluates batches rank, rank + world, ...
+  // and its loss is its share; train::sum_over_ranks puts the ranks' shares
+  // together into what one process evaluating every batch gets.
   ClassifierEvaluation evaluate(const std::vector<std::vector<std::int32_t>>& tokens, const std::vector<std::int32_t>& labels,
                                 std::vector<index_t> proteins, index_t batch, std::int32_t pad, int rank = 0, int world = 1) {
+    PLM_CHECK(batch > 0, "NegativeMiningModel: batch ", batch, " must be positive");
     PLM_CHECK(world >= 1 && rank >= 0 && rank < world, "NegativeMiningModel::evaluate: rank ", rank, " of ", world);
     std::stable_sort(proteins.begin(), proteins.end(), [&](index_t a, index_t b) {
       return tokens.at(static_cast<std::size_t>(a)).size() < tokens.at(static_cast<std::size_t>(b)).size();
     });
-    ClassifierEvaluation e{0, ConfusionMatrix(head_classes())};
-    const std::size_t total = proteins.size();
-    if (world > 1) {  // this rank's batches only
-      std::vector<index_t> mine;
-      for (std::size_t s = static_cast<std::size_t>(rank) * static_cast<std::size_t>(batch); s < total;
-           s += static_cast<std::size_t>(world) * static_cast<std::size_t>(batch))
-        mine.insert(mine.end(), proteins.begin() + static_cast<long>(s), proteins.begin() + static_cast<long>(std::min(total, s + std::size_t(batch))));
-      proteins = std::move(mine);
+    const auto B = static_cast<std::size_t>(batch);
+    ClassifierEvaluation e{0, ConfusionMatrix(head_classes()), std::vector<double>((proteins.size() + B - 1) / B, 0.0), proteins.size()};
+    for (std::size_t k = static_cast<std::size_t>(rank); k < e.batch_losses.size(); k += static_cast<std::size_t>(world)) {
+      const auto first = proteins.begin() + static_cast<long>(k * B);
+      const std::vector<index_t> rows(first, first + static_cast<long>(std::min(B, proteins.size() - k * B)));
+      for_batches(tokens, labels, rows, batch, pad, [&](const samplers::NegativeBatch& nb, const objectives::NegativeMiningResult& r) {
+        e.batch_losses[k] = r.supervised * double(nb.items.size());
+        for (std::size_t i = 0; i < nb.items.size(); ++i) e.cm.add(labels[static_cast<std::size_t>(nb.items[i])], r.predicted[i]);
+      });
     }
-    for_batches(tokens, labels, proteins, batch, pad, [&](const samplers::NegativeBatch& nb, const objectives::NegativeMiningResult& r) {
-      e.loss += r.supervised * double(nb.items.size());
-      for (std::size_t k = 0; k < nb.items.size(); ++k) e.cm.add(labels[static_cast<std::size_t>(nb.items[k])], r.predicted[k]);
-    });
-    e.loss /= double(std::max<std::size_t>(total, 1));
+    for (double l : e.batch_losses) e.loss += l;
+    e.loss /= double(std::max<std::size_t>(proteins.size(), 1));
     return e;
   }
 

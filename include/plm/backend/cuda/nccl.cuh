@@ -76,74 +76,59 @@ inline void wait(NcclCommunicator::Impl& im, const Communicator& c, const char* 
 }
 }  // namespace detail_nccl
 
-void NcclCommunicator::reduce_scatter(void* buf, const std::vector<index_t>& counts, DType t, const char* what) {
-  const auto type = detail_nccl::type_of(t, what);
-  const auto off = detail_nccl::offsets(counts, size(), what);
-  auto* base = static_cast<char*>(buf);
-  const std::size_t es = dtype_size(t);
+namespace detail_nccl {
+// f(segment r's address, its element count, r) for every rank, inside one NCCL group, then the wait.
+template <class F>
+void each_segment(NcclCommunicator::Impl& im, const Communicator& c, void* buf, const std::vector<index_t>& counts, DType t,
+                  const char* what, F&& f) {
+  (void)type_of(t, what);
+  const auto off = offsets(counts, c.size(), what);
   PLM_NCCL_CHECK(ncclGroupStart());
-  for (int r = 0; r < size(); ++r) {
-    char* p = base + static_cast<std::size_t>(off[static_cast<std::size_t>(r)]) * es;
-    PLM_NCCL_CHECK(ncclReduce(p, p, static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]), type, ncclSum, r, impl_->comm,
-                              plm::detail::cu::stream()));
-  }
+  for (int r = 0; r < c.size(); ++r)
+    f(static_cast<char*>(buf) + static_cast<std::size_t>(off[static_cast<std::size_t>(r)]) * dtype_size(t),
+      static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]), r);
   PLM_NCCL_CHECK(ncclGroupEnd());
-  detail_nccl::wait(*impl_, *this, what);
+  wait(im, c, what);
+}
+}  // namespace detail_nccl
+
+void NcclCommunicator::reduce_scatter(void* buf, const std::vector<index_t>& counts, DType t, const char* what) {
+  detail_nccl::each_segment(*impl_, *this, buf, counts, t, what, [&](char* p, std::size_t n, int r) {
+    PLM_NCCL_CHECK(ncclReduce(p, p, n, detail_nccl::type_of(t, what), ncclSum, r, impl_->comm, plm::detail::cu::stream()));
+  });
 }
 
 void NcclCommunicator::all_gather(void* buf, const std::vector<index_t>& counts, DType t, const char* what) {
+  detail_nccl::each_segment(*impl_, *this, buf, counts, t, what, [&](char* p, std::size_t n, int r) {
+    PLM_NCCL_CHECK(ncclBroadcast(p, p, n, detail_nccl::type_of(t, what), r, impl_->comm, plm::detail::cu::stream()));
+  });
+}
+
+// Root's `all` segments with the ranks' `mine`: to_root receives them (gather), otherwise sends them (scatter).
+void NcclCommunicator::root_exchange(bool to_root, void* mine, void* all, const std::vector<index_t>& counts, DType t, int root,
+                                     const char* what) {
+  PLM_CHECK(root >= 0 && root < size(), "dist: ", what, ": root ", root, " outside ", size(), " ranks");
   const auto type = detail_nccl::type_of(t, what);
-  const auto off = detail_nccl::offsets(counts, size(), what);
-  auto* base = static_cast<char*>(buf);
-  const std::size_t es = dtype_size(t);
-  PLM_NCCL_CHECK(ncclGroupStart());
-  for (int r = 0; r < size(); ++r) {
-    char* p = base + static_cast<std::size_t>(off[static_cast<std::size_t>(r)]) * es;
-    PLM_NCCL_CHECK(ncclBroadcast(p, p, static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]), type, r, impl_->comm,
-                                 plm::detail::cu::stream()));
+  const cudaStream_t s = plm::detail::cu::stream();
+  if (rank() != root) {
+    const auto n = static_cast<std::size_t>(counts.at(static_cast<std::size_t>(rank())));
+    PLM_NCCL_CHECK(ncclGroupStart());
+    if (n) PLM_NCCL_CHECK(to_root ? ncclSend(mine, n, type, root, impl_->comm, s) : ncclRecv(mine, n, type, root, impl_->comm, s));
+    PLM_NCCL_CHECK(ncclGroupEnd());
+    return detail_nccl::wait(*impl_, *this, what);
   }
-  PLM_NCCL_CHECK(ncclGroupEnd());
-  detail_nccl::wait(*impl_, *this, what);
+  detail_nccl::each_segment(*impl_, *this, all, counts, t, what, [&](char* p, std::size_t n, int r) {
+    if (r == root) PLM_CUDA_CHECK(cudaMemcpyAsync(to_root ? p : mine, to_root ? mine : p, n * dtype_size(t), cudaMemcpyDeviceToDevice, s));
+    else if (n) PLM_NCCL_CHECK(to_root ? ncclRecv(p, n, type, r, impl_->comm, s) : ncclSend(p, n, type, r, impl_->comm, s));
+  });
 }
 
 void NcclCommunicator::gather(const void* mine, void* all, const std::vector<index_t>& counts, DType t, int root, const char* what) {
-  const auto type = detail_nccl::type_of(t, what);
-  const auto off = detail_nccl::offsets(counts, size(), what);
-  const std::size_t es = dtype_size(t);
-  const cudaStream_t s = plm::detail::cu::stream();
-  PLM_NCCL_CHECK(ncclGroupStart());
-  if (rank() == root) {
-    for (int r = 0; r < size(); ++r) {
-      char* dst = static_cast<char*>(all) + static_cast<std::size_t>(off[static_cast<std::size_t>(r)]) * es;
-      const auto n = static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]);
-      if (r == root) PLM_CUDA_CHECK(cudaMemcpyAsync(dst, mine, n * es, cudaMemcpyDeviceToDevice, s));
-      else if (n) PLM_NCCL_CHECK(ncclRecv(dst, n, type, r, impl_->comm, s));
-    }
-  } else if (counts[static_cast<std::size_t>(rank())]) {
-    PLM_NCCL_CHECK(ncclSend(mine, static_cast<std::size_t>(counts[static_cast<std::size_t>(rank())]), type, root, impl_->comm, s));
-  }
-  PLM_NCCL_CHECK(ncclGroupEnd());
-  detail_nccl::wait(*impl_, *this, what);
+  root_exchange(true, const_cast<void*>(mine), all, counts, t, root, what);
 }
 
 void NcclCommunicator::scatter(const void* all, void* mine, const std::vector<index_t>& counts, DType t, int root, const char* what) {
-  const auto type = detail_nccl::type_of(t, what);
-  const auto off = detail_nccl::offsets(counts, size(), what);
-  const std::size_t es = dtype_size(t);
-  const cudaStream_t s = plm::detail::cu::stream();
-  PLM_NCCL_CHECK(ncclGroupStart());
-  if (rank() == root) {
-    for (int r = 0; r < size(); ++r) {
-      const char* src = static_cast<const char*>(all) + static_cast<std::size_t>(off[static_cast<std::size_t>(r)]) * es;
-      const auto n = static_cast<std::size_t>(counts[static_cast<std::size_t>(r)]);
-      if (r == root) PLM_CUDA_CHECK(cudaMemcpyAsync(mine, src, n * es, cudaMemcpyDeviceToDevice, s));
-      else if (n) PLM_NCCL_CHECK(ncclSend(src, n, type, r, impl_->comm, s));
-    }
-  } else if (counts[static_cast<std::size_t>(rank())]) {
-    PLM_NCCL_CHECK(ncclRecv(mine, static_cast<std::size_t>(counts[static_cast<std::size_t>(rank())]), type, root, impl_->comm, s));
-  }
-  PLM_NCCL_CHECK(ncclGroupEnd());
-  detail_nccl::wait(*impl_, *this, what);
+  root_exchange(false, mine, const_cast<void*>(all), counts, t, root, what);
 }
 
 void NcclCommunicator::broadcast(void* buf, std::size_t bytes, int root, const char* what) {
