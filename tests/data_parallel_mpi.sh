@@ -13,6 +13,7 @@
 #      uninterrupted run, and so does 1 process accumulating 2 micro-batches.
 #   4. A rank that stops answering (SIGSTOP): the other names it after
 #      --dist-timeout seconds and the job ends.
+#   5. Ranks started with different options are refused before the first step.
 #   data_parallel_mpi.sh <ankh3_pretrain> <esm2_pretrain> <nm_finetune> <training FASTA(.gz)> <work dir>
 # Exits 77 (skipped) where mpirun is missing or the programs were built without MPI.
 set -euo pipefail
@@ -131,4 +132,10 @@ kill -9 "$victim" 2> /dev/null || true
 elapsed=$(( $(date +%s) - start ))
 [ "$elapsed" -lt 40 ] || fail "the job took ${elapsed} s to give up on a hung rank"
 grep -q "rank 0 of 2: .*waited 4 s for rank 1" "$work/hung.log" || { cat "$work/hung.log"; fail "the hung rank is not named"; }
+# 5. Ranks started with different options (an MPMD launch) are refused, naming the rank, before any step.
+mpirun --oversubscribe --allow-run-as-root --bind-to none -np 1 "$pre" "${pre_args[@]}" --steps 3 --out "$work/mixed" : \
+  -np 1 "$pre" "${pre_args[@]}" --accum 2 --steps 3 --out "$work/mixed" > /dev/null 2> "$work/mixed.log" && fail "ranks with different options ran"
+grep -q "DataParallel: rank 1 has .* parameters and 2 micro-batches per step, rank 0 .* (were the ranks started with different options?)" "$work/mixed.log" ||
+  { cat "$work/mixed.log"; fail "different options on the ranks are not named"; }
+[ ! -e "$work/mixed/metrics.jsonl" ] || [ ! -s "$work/mixed/metrics.jsonl" ] || fail "a refused job wrote metrics"
 echo "data-parallel checks passed"

@@ -96,6 +96,16 @@ class DataParallel {
       PLM_CHECK((comm.device_memory() == std::is_same_v<B, cuda>), "DataParallel: the ", comm.name(), " communicator works on ",
                 comm.device_memory() ? "CUDA" : "host", " memory but the model is on the ", (std::is_same_v<B, cuda> ? "GPU" : "CPU"),
                 (std::is_same_v<B, cuda>) ? " (data parallelism across GPUs needs plm built with NCCL, PLM_NCCL)" : "");
+    if (comm.size() > 1) {  // ranks started with other models or options would exchange garbage or wait forever
+      const std::int64_t mine[2] = {ps.numel(), o.micro_batches};
+      std::vector<std::int64_t> all(2 * static_cast<std::size_t>(comm.size()));
+      comm.host_all_gather(mine, sizeof mine, all.data(), "the model check");
+      for (int r = 0; r < comm.size(); ++r)
+        PLM_CHECK(all[2 * static_cast<std::size_t>(r)] == mine[0] && all[2 * static_cast<std::size_t>(r) + 1] == mine[1], "DataParallel: rank ", r,
+                  " has ", all[2 * static_cast<std::size_t>(r)], " parameters and ", all[2 * static_cast<std::size_t>(r) + 1],
+                  " micro-batches per step, rank ", comm.rank(), " ", mine[0], " and ", mine[1],
+                  " (were the ranks started with different options?)");
+    }
     shards_ = shard_parameters(ps, comm.size());
     for (const auto& s : shards_) counts_.push_back(optim::range_numel(ps, s));
   }
