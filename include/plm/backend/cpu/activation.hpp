@@ -3,6 +3,7 @@
 // gelu_erf (exact, HF "gelu"), silu, relu. Eigen's vectorized tanh / exp do the
 // transcendental work; erf is scalar std::erf.
 // Outputs may alias inputs.
+#include <algorithm>
 #include <cmath>
 
 #include "plm/backend/cpu/common.hpp"
@@ -10,17 +11,26 @@
 namespace plm::detail {
 
 struct cpu_activation {
+  // Elements go in cache-sized pieces (temporaries stay in L1/L2) at fixed
+  // offsets, whole pieces per thread. Eigen computes a piece's unaligned head
+  // and its tail with scalar functions and the rest with vectorized ones, which
+  // can differ in the last bit (silu's exp: std::exp against Eigen's); with
+  // pieces independent of the thread ranges, every element takes the same path
+  // whatever the thread count.
+  static constexpr index_t piece = 4096;
+
   template <class T, class F>
   static void unary(const char* op, CView<T> x, View<T> y, F f) {
     require_compute_type<T>(op);
     check_unary(op, x.shape(), y.shape());
     const T* px = x.data();
     T* py = y.data();
-    parallel_for(x.numel(), 16, [&](index_t b, index_t e) {
-      for (index_t s = b; s < e; s += 4096) {  // cache-sized pieces keep temporaries in L1/L2
-        const index_t n = std::min<index_t>(4096, e - s);
-        ArrMap<T> out(py + s, n);
-        out = f(CArrMap<T>(px + s, n));
+    const index_t n = x.numel();
+    parallel_for((n + piece - 1) / piece, piece * 16, [&](index_t b, index_t e) {
+      for (index_t s = b * piece; s < std::min(n, e * piece); s += piece) {
+        const index_t len = std::min(piece, n - s);
+        ArrMap<T> out(py + s, len);
+        out = f(CArrMap<T>(px + s, len));
       }
     });
   }
@@ -30,11 +40,12 @@ struct cpu_activation {
     check_unary_backward(op, x.shape(), dy.shape(), dx.shape());
     const T *px = x.data(), *pdy = dy.data();
     T* pdx = dx.data();
-    parallel_for(x.numel(), 24, [&](index_t b, index_t e) {
-      for (index_t s = b; s < e; s += 4096) {
-        const index_t n = std::min<index_t>(4096, e - s);
-        ArrMap<T> out(pdx + s, n);
-        out = CArrMap<T>(pdy + s, n) * f(CArrMap<T>(px + s, n));
+    const index_t n = x.numel();
+    parallel_for((n + piece - 1) / piece, piece * 24, [&](index_t b, index_t e) {
+      for (index_t s = b * piece; s < std::min(n, e * piece); s += piece) {
+        const index_t len = std::min(piece, n - s);
+        ArrMap<T> out(pdx + s, len);
+        out = CArrMap<T>(pdy + s, len) * f(CArrMap<T>(px + s, len));
       }
     });
   }

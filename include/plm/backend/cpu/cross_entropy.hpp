@@ -2,6 +2,7 @@
 // Cross-entropy over the last dimension of logits with its gradient, fused:
 // each row is read for its max, then once more to form the softmax, the loss
 // and the gradient together, while it is still in cache.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -36,54 +37,54 @@ struct cpu_cross_entropy {
     const T* rscale = per_row.grad_scale.data();
     T* rloss = per_row.loss.data();
     std::uint8_t* rcorrect = per_row.correct.data();
-    const int nt = num_threads();
-    std::vector<CrossEntropySums> part(static_cast<std::size_t>(std::max(1, nt)));
-    parallel_for(rows, V * 4, [&](index_t r0, index_t r1) {
-      CrossEntropySums s;
-      for (index_t r = r0; r < r1; ++r) {
-        const T* l = pl + r * V;
-        T* g = pg ? pg + r * V : nullptr;
-        const std::int32_t t = pt[r];
-        if (t == ignore_index) {
-          if (g)
-            for (index_t j = 0; j < V; ++j) g[j] = T(0);
-          if (rloss) rloss[r] = T(0);
-          if (rcorrect) rcorrect[r] = 0;
-          continue;
+    // The sums are taken over fixed blocks of rows (about 2^14 logits each) and
+    // the block sums added in block order, so they do not depend on the number
+    // of threads (per-thread sums would be split where the thread ranges fall).
+    const index_t block = std::max<index_t>(1, (index_t{1} << 14) / std::max<index_t>(V, 1)), blocks = (rows + block - 1) / block;
+    std::vector<CrossEntropySums> part(static_cast<std::size_t>(blocks));
+    parallel_for(blocks, block * V * 4, [&](index_t b0, index_t b1) {
+      for (index_t blk = b0; blk < b1; ++blk) {
+        CrossEntropySums s;
+        for (index_t r = blk * block, r_end = std::min(rows, r + block); r < r_end; ++r) {
+          const T* l = pl + r * V;
+          T* g = pg ? pg + r * V : nullptr;
+          const std::int32_t t = pt[r];
+          if (t == ignore_index) {
+            if (g)
+              for (index_t j = 0; j < V; ++j) g[j] = T(0);
+            if (rloss) rloss[r] = T(0);
+            if (rcorrect) rcorrect[r] = 0;
+            continue;
+          }
+          T mx = l[0];
+          index_t arg = 0;
+          for (index_t j = 1; j < V; ++j)
+            if (l[j] > mx) mx = l[j], arg = j;
+          double z = 0, sum_l = 0;
+          for (index_t j = 0; j < V; ++j) {
+            z += std::exp(static_cast<double>(l[j] - mx));
+            sum_l += static_cast<double>(l[j]);
+          }
+          const double lse = static_cast<double>(mx) + std::log(z);
+          const double nll = lse - static_cast<double>(l[t]);
+          const double smooth = lse - sum_l / static_cast<double>(V);  // mean_j -log p_j
+          const double ls = static_cast<double>(label_smoothing);
+          const double row_loss = (1 - ls) * nll + ls * smooth;
+          s.loss += row_loss;
+          s.nll += nll;
+          s.count += 1;
+          s.correct += arg == t;
+          if (rloss) rloss[r] = static_cast<T>(row_loss);
+          if (rcorrect) rcorrect[r] = arg == t;
+          if (g) {
+            const T gs = rscale ? rscale[r] : grad_scale;
+            const T inv_z = static_cast<T>(1.0 / z), off = static_cast<T>(ls / static_cast<double>(V));
+            for (index_t j = 0; j < V; ++j) g[j] = gs * (std::exp(l[j] - mx) * inv_z - off);
+            g[t] -= gs * static_cast<T>(1 - ls);
+          }
         }
-        T mx = l[0];
-        index_t arg = 0;
-        for (index_t j = 1; j < V; ++j)
-          if (l[j] > mx) mx = l[j], arg = j;
-        double z = 0, sum_l = 0;
-        for (index_t j = 0; j < V; ++j) {
-          z += std::exp(static_cast<double>(l[j] - mx));
-          sum_l += static_cast<double>(l[j]);
-        }
-        const double lse = static_cast<double>(mx) + std::log(z);
-        const double nll = lse - static_cast<double>(l[t]);
-        const double smooth = lse - sum_l / static_cast<double>(V);  // mean_j -log p_j
-        const double ls = static_cast<double>(label_smoothing);
-        const double row_loss = (1 - ls) * nll + ls * smooth;
-        s.loss += row_loss;
-        s.nll += nll;
-        s.count += 1;
-        s.correct += arg == t;
-        if (rloss) rloss[r] = static_cast<T>(row_loss);
-        if (rcorrect) rcorrect[r] = arg == t;
-        if (g) {
-          const T gs = rscale ? rscale[r] : grad_scale;
-          const T inv_z = static_cast<T>(1.0 / z), off = static_cast<T>(ls / static_cast<double>(V));
-          for (index_t j = 0; j < V; ++j) g[j] = gs * (std::exp(l[j] - mx) * inv_z - off);
-          g[t] -= gs * static_cast<T>(1 - ls);
-        }
+        part[static_cast<std::size_t>(blk)] = s;
       }
-#if defined(_OPENMP)
-      const std::size_t slot = omp_in_parallel() ? static_cast<std::size_t>(omp_get_thread_num()) : 0;
-#else
-      const std::size_t slot = 0;
-#endif
-      part[slot] = s;
     });
     CrossEntropySums total;
     for (const auto& s : part) {

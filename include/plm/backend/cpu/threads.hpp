@@ -1,6 +1,9 @@
 #pragma once
-// Thread count of the CPU backend: OpenMP loops, Eigen's GEMM and, when the
-// BLAS route is on, OpenBLAS all follow plm::set_num_threads.
+// Thread count of the CPU backend: OpenMP loops and the pieces of every GEMM
+// follow plm::set_num_threads. Eigen and OpenBLAS run each piece
+// single-threaded inside plm's parallel region (their own threading would
+// change the bits with the thread count, gemm.hpp); they are set alike for
+// any use outside plm's ops.
 #if defined(_OPENMP)
 #include <omp.h>
 #endif
