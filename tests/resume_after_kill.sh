@@ -71,7 +71,7 @@ refused() {  # refused <what the error names> <option> <value>
 }
 refused "pool = 40" --pool 41
 refused "mask_probabilities" --mask-probs 0.1,0.2
-refused "accum = 1" --accum 3
+refused "micro_batches_per_step = 1" --accum 3
 head -n -2 "$work/train.fasta" > "$work/other.fasta"
 refused "train = " --train "$work/other.fasta"
 echo "ok: resumes with other settings or another file are refused"
