@@ -79,7 +79,7 @@ refused() {  # refused <what the error names> <option> [value]
 refused "pool = 40" --pool 41
 refused "select_probability" --select-prob 0.2
 refused "token_budget" --token-budget 600
-refused "accum = 1" --accum 3
+refused "micro_batches_per_step = 1" --accum 3
 refused "model" --no-token-dropout
 head -n -2 "$work/train.fasta" > "$work/other.fasta"
 refused "train = " --train "$work/other.fasta"
