@@ -291,7 +291,9 @@ TEST_CASE("MultiTaskResult numbers round trip; folding over ranks in one process
   cm.add(1, 2);
   CHECK(cm.count(1, 2) == 6);
   check_error([&] { cm.add(0, 0, -1); }, "count -1 negative");
-  const auto e = train::sum_over_ranks(c, train::ClassifierEvaluation{0.5, cm}, "t");
+  train::ClassifierEvaluation mine;
+  mine.loss = 0.5, mine.cm = cm;
+  const auto e = train::sum_over_ranks(c, mine, "t");
   CHECK(e.cm.count(1, 2) == 6);
   // Held-out batches shared by the ranks: at world size 1 every batch is computed here, in order.
   std::vector<std::size_t> seen;
