@@ -97,6 +97,7 @@ inline void check_transpose12(const Shape& x, const Shape& out, bool aliased) {
 template <class B, class T>
 void check_softmax_mask(const char* op, const Shape& s, const SoftmaxMask<B, T>& m) {
   PLM_CHECK(s.rank() == 4, op, ": scores ", s, " need rank 4 (B, H, Tq, Tk); reshape rows to (1, 1, rows, Tk)");
+  PLM_CHECK(m.packed == nullptr, op, ": a packed mask is split per sequence by the attention layer; pass one sequence's block");
   if (!m.bias.empty()) {
     const Shape& bs = m.bias.shape();
     const bool shared = bs == Shape({s[1], s[2], s[3]});

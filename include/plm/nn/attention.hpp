@@ -6,6 +6,11 @@
 // scale 1/sqrt(d_head), rotary positions on q and k (ESM-2), other names.
 //
 // Self-attention: forward(x, x, ...). Cross-attention: forward(x_dec, enc_out, ...).
+// Packed input (core/packing.hpp): x_q (1, Nq, C) and x_kv (1, Nk, C) hold
+// sequences end to end and mask.packed says where; the projections run over
+// all tokens at once, the scores, softmax and context per sequence and head,
+// and the probabilities are the per-sequence blocks (H, Lq_i, Lk_i) end to end
+// (a flat tensor of H * pairs values).
 // The attention probabilities stay in the cache, so a caller can read them
 // (attention-space losses) and hand an extra gradient on them to backward().
 #include <algorithm>
@@ -51,6 +56,10 @@ class Attention {
     Tensor<B, T> ctx;                  // (B, Tq, H*D)
     Tensor<B, T> cos, sin;             // (rows, D/2): the rotary table for rotary_len positions
     index_t rotary_len = 0;
+    // Packed input: the packing of the last forward (owned by the caller's
+    // cache), and the rotary tables of the query and key tokens (N, D/2).
+    const AttentionPacking* packed = nullptr;
+    Tensor<B, T> cos_q, sin_q, cos_k, sin_k;
     DropoutKey key;
     // backward workspaces
     Tensor<B, T> d_ctx, d_ctx_h, d_probs, d_q, d_k, d_v, d_lin;
@@ -97,6 +106,8 @@ class Attention {
     split_heads(c.q_lin, c.q, Tq);
     split_heads(c.k_lin, c.k, Tk);
     split_heads(c.v_lin, c.v, Tk);
+    c.packed = mask.packed;
+    if (mask.packed) return forward_packed(mask, out, c, key);
     if (s_.rotary_base > 0) {  // q and k turned in place; the scores use the turned ones
       rotary_table(std::max(Tq, Tk), c);
       ops<B>::rotary(c.q.cview(), rotary_rows(c.cos, Tq), rotary_rows(c.sin, Tq), c.q.view());
@@ -114,13 +125,7 @@ class Attention {
     }
     c.ctx_h.resize(Shape{Bn, H, Tq, D});
     ops<B>::matmul(p->cview(), false, c.v.cview(), false, c.ctx_h.view());
-    if (!s_.output_projection) {  // the heads' context is the output
-      ops<B>::transpose12(c.ctx_h.cview(), out.reshape(Shape{Bn, Tq, H, D}));
-      return;
-    }
-    c.ctx.resize(Shape{Bn, Tq, I});
-    ops<B>::transpose12(c.ctx_h.cview(), c.ctx.view().reshape(Shape{Bn, Tq, H, D}));
-    o_.forward(c.ctx.cview(), out);
+    project_out(out, c);
   }
 
   // dout: (B, Tq, C). dx_q is WRITTEN; dx_kv is ADDED to (pass the same view as
@@ -137,6 +142,25 @@ class Attention {
     }
     c.d_ctx_h.resize(Shape{Bn, H, Tq, D});
     ops<B>::transpose12(d_ctx.reshape(Shape{Bn, Tq, H, D}), c.d_ctx_h.view());
+    if (c.packed) {
+      backward_packed(dbias, c, d_probs_extra);
+    } else {
+      backward_scores(dbias, c, d_probs_extra, Bn, Tq, Tk);
+    }
+    c.d_lin.resize(Shape{Bn, Tq, I});
+    merge_heads(c.d_q, c.d_lin, Tq);
+    q_.backward(x_q, c.d_lin.cview(), dx_q, false);
+    c.d_lin.resize(Shape{Bn, Tk, I});
+    merge_heads(c.d_k, c.d_lin, Tk);
+    k_.backward(x_kv, c.d_lin.cview(), dx_kv, true);
+    merge_heads(c.d_v, c.d_lin, Tk);
+    v_.backward(x_kv, c.d_lin.cview(), dx_kv, true);
+  }
+
+ private:
+  // Padded input: from d_ctx_h to d_q, d_k, d_v through the full (B, H, Tq, Tk) scores.
+  void backward_scores(TensorView<B, T> dbias, Cache& c, ConstView<B, T> d_probs_extra, index_t Bn, index_t Tq, index_t Tk) const {
+    const index_t H = s_.heads, D = s_.d_head;
     const Tensor<B, T>& p = dropout_.active(c.key) ? c.probs_dropped : c.probs;
     c.d_probs.resize(Shape{Bn, H, Tq, Tk});
     ops<B>::matmul(c.d_ctx_h.cview(), false, c.v.cview(), true, c.d_probs.view());  // dP = dctx V^T
@@ -157,15 +181,139 @@ class Attention {
       ops<B>::rotary(c.d_q.cview(), rotary_rows(c.cos, Tq), rotary_rows(c.sin, Tq), c.d_q.view(), true);
       ops<B>::rotary(c.d_k.cview(), rotary_rows(c.cos, Tk), rotary_rows(c.sin, Tk), c.d_k.view(), true);
     }
-    c.d_lin.resize(Shape{Bn, Tq, I});
-    merge_heads(c.d_q, c.d_lin, Tq);
-    q_.backward(x_q, c.d_lin.cview(), dx_q, false);
-    c.d_lin.resize(Shape{Bn, Tk, I});
-    merge_heads(c.d_k, c.d_lin, Tk);
-    k_.backward(x_kv, c.d_lin.cview(), dx_kv, true);
-    merge_heads(c.d_v, c.d_lin, Tk);
-    v_.backward(x_kv, c.d_lin.cview(), dx_kv, true);
   }
+
+  // --- packed input -----------------------------------------------------------
+  // q, k, v are (1, H, N, D): sequence i of head h is the contiguous rows
+  // [offset_i, offset_i + L_i) of head h's (N, D) matrix, so each product is one
+  // strided batched GEMM over the heads per sequence.
+  struct Block {
+    index_t lq, lk, oq, ok, p;  // lengths, token offsets, offset of the (H, lq, lk) block
+  };
+  static Block block_of(const AttentionPacking& pk, index_t i, index_t H) {
+    return {pk.q.length(i), pk.k.length(i), pk.q.offset(i), pk.k.offset(i), H * pk.block(i)};
+  }
+
+  void forward_packed(const SoftmaxMask<B, T>& mask, TensorView<B, T> out, Cache& c, DropoutKey key) const {
+    const AttentionPacking& pk = *mask.packed;
+    const index_t Nq = c.q.dim(2), Nk = c.k.dim(2), H = s_.heads, D = s_.d_head;
+    PLM_CHECK(c.q.dim(0) == 1 && pk.q.tokens() == Nq && pk.k.tokens() == Nk, "Attention: packed input of ", c.q.dim(0), " rows, ", Nq,
+              " query and ", Nk, " key tokens, but the packing holds ", pk.q.tokens(), " and ", pk.k.tokens(),
+              " tokens (packed input is (1, N, C))");
+    PLM_CHECK(mask.key_valid.empty(), "Attention: packed input has no padding; key_valid must be empty");
+    if (!mask.bias.empty())
+      PLM_CHECK(mask.bias.numel() == H * pk.pairs(), "Attention: packed bias of ", mask.bias.numel(), " values, but ", H,
+                " heads over ", pk.pairs(), " (query, key) pairs need ", H * pk.pairs());
+    if (s_.rotary_base > 0) {
+      packed_rotary_table(pk.q, c.cos_q, c.sin_q, c);
+      ops<B>::rotary(c.q.cview(), c.cos_q.cview(), c.sin_q.cview(), c.q.view());
+      if (&pk.k != &pk.q && pk.k != pk.q) {
+        packed_rotary_table(pk.k, c.cos_k, c.sin_k, c);
+      } else {
+        c.cos_k = c.cos_q.clone();
+        c.sin_k = c.sin_q.clone();
+      }
+      ops<B>::rotary(c.k.cview(), c.cos_k.cview(), c.sin_k.cview(), c.k.view());
+    }
+    c.probs.resize(Shape{H * pk.pairs()});
+    const T *q = c.q.data(), *k = c.k.data(), *v = c.v.data();
+    T* probs = c.probs.data();
+    for (index_t i = 0; i < pk.sequences(); ++i) {
+      const Block b = block_of(pk, i, H);
+      ops<B>::gemm_strided_batched(false, true, b.lq, b.lk, D, T(1), q + b.oq * D, D, Nq * D, k + b.ok * D, D, Nk * D, T(0),
+                                   probs + b.p, b.lk, b.lq * b.lk, H);
+      SoftmaxMask<B, T> m;
+      m.causal = mask.causal;
+      m.scale = static_cast<T>(s_.scale);
+      if (!mask.bias.empty()) m.bias = ConstView<B, T>(mask.bias.data() + b.p, Shape{H, b.lq, b.lk});
+      const TensorView<B, T> blk(probs + b.p, Shape{1, H, b.lq, b.lk});
+      ops<B>::masked_softmax(ConstView<B, T>(blk), blk, m);
+    }
+    const Tensor<B, T>* p = &c.probs;
+    if (dropout_.active(key)) {
+      c.probs_dropped.resize(c.probs.shape());
+      dropout_.forward(c.probs.cview(), c.probs_dropped.view(), key);
+      p = &c.probs_dropped;
+    }
+    c.ctx_h.resize(Shape{1, H, Nq, D});
+    for (index_t i = 0; i < pk.sequences(); ++i) {
+      const Block b = block_of(pk, i, H);
+      ops<B>::gemm_strided_batched(false, false, b.lq, D, b.lk, T(1), p->data() + b.p, b.lk, b.lq * b.lk, v + b.ok * D, D, Nk * D,
+                                   T(0), c.ctx_h.data() + b.oq * D, D, Nq * D, H);
+    }
+    project_out(out, c);
+  }
+
+  // From d_ctx_h to d_q, d_k, d_v per sequence; dbias holds the per-sequence blocks.
+  void backward_packed(TensorView<B, T> dbias, Cache& c, ConstView<B, T> d_probs_extra) const {
+    const AttentionPacking& pk = *c.packed;
+    const index_t Nq = c.q.dim(2), Nk = c.k.dim(2), H = s_.heads, D = s_.d_head;
+    const Tensor<B, T>& p = dropout_.active(c.key) ? c.probs_dropped : c.probs;
+    c.d_probs.resize(c.probs.shape());
+    c.d_v.resize(Shape{1, H, Nk, D});
+    c.d_q.resize(Shape{1, H, Nq, D});
+    c.d_k.resize(Shape{1, H, Nk, D});
+    const T *q = c.q.data(), *k = c.k.data(), *v = c.v.data(), *dctx = c.d_ctx_h.data();
+    T* dp = c.d_probs.data();
+    for (index_t i = 0; i < pk.sequences(); ++i) {  // dP = dctx V^T, dV = P^T dctx
+      const Block b = block_of(pk, i, H);
+      ops<B>::gemm_strided_batched(false, true, b.lq, b.lk, D, T(1), dctx + b.oq * D, D, Nq * D, v + b.ok * D, D, Nk * D, T(0),
+                                   dp + b.p, b.lk, b.lq * b.lk, H);
+      ops<B>::gemm_strided_batched(true, false, b.lk, D, b.lq, T(1), p.data() + b.p, b.lk, b.lq * b.lk, dctx + b.oq * D, D, Nq * D,
+                                   T(0), c.d_v.data() + b.ok * D, D, Nk * D, H);
+    }
+    if (dropout_.active(c.key)) dropout_.backward(c.d_probs.cview(), c.d_probs.view(), c.key);
+    if (!d_probs_extra.empty()) {
+      PLM_CHECK(d_probs_extra.numel() == c.probs.numel(), "Attention: extra probability gradient of ", d_probs_extra.numel(),
+                " values must match the packed probabilities' ", c.probs.numel());
+      ops<B>::axpy(T(1), d_probs_extra.reshape(c.probs.shape()), c.d_probs.view());
+    }
+    if (!dbias.empty())
+      PLM_CHECK(dbias.numel() == c.probs.numel(), "Attention: packed dbias of ", dbias.numel(), " values must match the probabilities' ",
+                c.probs.numel());
+    for (index_t i = 0; i < pk.sequences(); ++i) {  // dS, then dQ = dS K, dK = dS^T Q
+      const Block b = block_of(pk, i, H);
+      const Shape blk{1, H, b.lq, b.lk};
+      const TensorView<B, T> ds(dp + b.p, blk);
+      ops<B>::masked_softmax_backward(ConstView<B, T>(c.probs.data() + b.p, blk), ConstView<B, T>(ds), ds, static_cast<T>(s_.scale),
+                                      dbias.empty() ? TensorView<B, T>{} : TensorView<B, T>(dbias.data() + b.p, Shape{H, b.lq, b.lk}));
+      ops<B>::gemm_strided_batched(false, false, b.lq, D, b.lk, T(1), dp + b.p, b.lk, b.lq * b.lk, k + b.ok * D, D, Nk * D, T(0),
+                                   c.d_q.data() + b.oq * D, D, Nq * D, H);
+      ops<B>::gemm_strided_batched(true, false, b.lk, D, b.lq, T(1), dp + b.p, b.lk, b.lq * b.lk, q + b.oq * D, D, Nq * D, T(0),
+                                   c.d_k.data() + b.ok * D, D, Nk * D, H);
+    }
+    if (s_.rotary_base > 0) {
+      ops<B>::rotary(c.d_q.cview(), c.cos_q.cview(), c.sin_q.cview(), c.d_q.view(), true);
+      ops<B>::rotary(c.d_k.cview(), c.cos_k.cview(), c.sin_k.cview(), c.d_k.view(), true);
+    }
+  }
+
+  // The rotary table row of each packed token: its position within its sequence.
+  void packed_rotary_table(const Packing& p, Tensor<B, T>& cos, Tensor<B, T>& sin, Cache& c) const {
+    rotary_table(p.max_length(), c);
+    const index_t half = s_.d_head / 2;
+    const std::vector<std::int32_t> pos = p.positions();
+    Tensor<B, std::int32_t> rows(Shape{p.tokens()});
+    upload(pos.data(), rows.view());
+    cos.resize(Shape{p.tokens(), half});
+    sin.resize(Shape{p.tokens(), half});
+    ops<B>::gather(rotary_rows(c.cos, p.max_length()), rows.cview(), cos.view());
+    ops<B>::gather(rotary_rows(c.sin, p.max_length()), rows.cview(), sin.view());
+  }
+
+  // ctx_h (B, H, Tq, D) -> out (B, Tq, C): merged heads through the output projection.
+  void project_out(TensorView<B, T> out, Cache& c) const {
+    const index_t Bn = c.ctx_h.dim(0), H = s_.heads, Tq = c.ctx_h.dim(2), D = s_.d_head;
+    if (!s_.output_projection) {  // the heads' context is the output
+      ops<B>::transpose12(c.ctx_h.cview(), out.reshape(Shape{Bn, Tq, H, D}));
+      return;
+    }
+    c.ctx.resize(Shape{Bn, Tq, H * D});
+    ops<B>::transpose12(c.ctx_h.cview(), c.ctx.view().reshape(Shape{Bn, Tq, H, D}));
+    o_.forward(c.ctx.cview(), out);
+  }
+
+ public:
 
   // --- incremental decoding -------------------------------------------------
   // Keys and values of a sequence, laid out (B, H, capacity, D); the first

@@ -122,6 +122,7 @@ class EsmModel {
     Tensor<B, T> out;                         // (B, T, C): the final-normed states
     typename MaskedLMHead<B, T>::Cache head;
     Tensor<B, T> d_out, d_a, d_b;             // backward workspaces
+    AttentionPacking packing;                 // packed input: self-attention within each sequence
   };
 
   // A model that owns its parameters, drawn as transformers draws them:
@@ -173,12 +174,38 @@ class EsmModel {
               Pass pass = Pass::eval()) const {
     PLM_CHECK(ids.rank() == 2, "EsmModel::encode: ids ", ids.shape(), " must be (B, T)");
     if (!valid.empty()) PLM_CHECK(valid.shape() == ids.shape(), "EsmModel::encode: mask ", valid.shape(), " must match ids ", ids.shape());
-    const index_t Bn = ids.dim(0), Tn = ids.dim(1), C = cfg_.hidden_size, L = cfg_.num_hidden_layers;
+    const index_t Bn = ids.dim(0), Tn = ids.dim(1), C = cfg_.hidden_size;
     PLM_CHECK(out.shape() == Shape({Bn, Tn, C}), "EsmModel::encode: out ", out.shape(), " must be ", Shape({Bn, Tn, C}));
+    std::vector<index_t> rows(static_cast<std::size_t>(Bn) + 1);
+    for (index_t b = 0; b <= Bn; ++b) rows[static_cast<std::size_t>(b)] = b * Tn;
+    SoftmaxMask<B, T> mask;
+    mask.key_valid = valid;
+    run_encode(ids, valid, rows, mask, out, c, pass);
+  }
+  // Packed input (core/packing.hpp): ids (1, N) hold the sequences of `packing`
+  // end to end, out (1, N, C). Token dropout's rescaling, positions and attention
+  // are per sequence, so every sequence's states equal its padded row's.
+  void encode_packed(ConstView<B, std::int32_t> ids, const Packing& packing, TensorView<B, T> out, Cache& c,
+                     Pass pass = Pass::eval()) const {
+    PLM_CHECK(ids.rank() == 2 && ids.dim(0) == 1 && ids.dim(1) == packing.tokens(), "EsmModel::encode_packed: ids ", ids.shape(),
+              " must be (1, ", packing.tokens(), ") for ", packing.sequences(), " sequences");
+    PLM_CHECK(out.shape() == Shape({1, packing.tokens(), cfg_.hidden_size}), "EsmModel::encode_packed: out ", out.shape(), " must be ",
+              Shape({1, packing.tokens(), cfg_.hidden_size}));
+    c.packing = AttentionPacking::self(packing);
+    SoftmaxMask<B, T> mask;
+    mask.packed = &c.packing;
+    run_encode(ids, {}, packing.offsets(), mask, out, c, pass);
+  }
+
+ private:
+  // Sequence b holds the flat rows [rows[b], rows[b + 1]) of ids (padding included when valid says so).
+  void run_encode(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, const std::vector<index_t>& rows,
+                  const SoftmaxMask<B, T>& mask, TensorView<B, T> out, Cache& c, Pass pass) const {
+    const index_t Bn = ids.dim(0), Tn = ids.dim(1), C = cfg_.hidden_size, L = cfg_.num_hidden_layers;
     c.ids = ids;
     c.emb.resize(Shape{Bn, Tn, C});
     word_.forward(ids, c.emb.view());
-    token_factors(ids, valid, c);
+    token_factors(ids, valid, rows, c);
     c.hidden.resize(static_cast<std::size_t>(L + 1));
     c.layers.resize(static_cast<std::size_t>(L));
     for (auto& h : c.hidden) h.resize(Shape{Bn, Tn, C});
@@ -191,8 +218,6 @@ class EsmModel {
     if (absolute_positions()) positions_.forward(c.position_ids.cview(), ConstView<B, T>(x0), x0, c.positions);
     if (cfg_.emb_layer_norm_before) emb_norm_.forward(c.pre_norm.cview(), c.hidden[0].view(), c.emb_norm);
     if (esm1b_embeddings()) ops<B>::scale_rows(c.hidden[0].cview(), c.valid_factor.cview(), c.hidden[0].view());
-    SoftmaxMask<B, T> mask;
-    mask.key_valid = valid;
     const DropoutKey key = DropoutKey::of(pass).in_stack(DropoutStack::encoder);
     for (index_t i = 0; i < L; ++i)
       layers_[static_cast<std::size_t>(i)].forward(c.hidden[i].cview(), mask, c.hidden[i + 1].view(), c.layers[i],
@@ -200,6 +225,7 @@ class EsmModel {
     final_norm_.forward(c.hidden[L].cview(), out, c.final_norm);
   }
 
+ public:
   // Gradient of encode()'s output into the parameters (added).
   void encode_backward(ConstView<B, T> d_out, Cache& c) const {
     const index_t L = cfg_.num_hidden_layers;
@@ -228,6 +254,17 @@ class EsmModel {
               Shape({Bn, Tn, cfg_.vocab_size}));
     c.out.resize(Shape{Bn, Tn, C});
     encode(ids, valid, c.out.view(), c, pass);
+    head_.forward(c.out.cview(), decoder_weight(), head_bias_, logits, c.head);
+  }
+
+  // Packed input: ids (1, N) laid out by `packing` -> logits (1, N, V); backward() as padded.
+  void forward_packed(ConstView<B, std::int32_t> ids, const Packing& packing, TensorView<B, T> logits, Cache& c,
+                      Pass pass = Pass::eval()) const {
+    PLM_CHECK(lm_head_, "EsmModel::forward_packed: this model was built encoder-only (no LM head); use encode_packed()");
+    PLM_CHECK(logits.shape() == Shape({1, packing.tokens(), cfg_.vocab_size}), "EsmModel::forward_packed: logits ", logits.shape(),
+              " must be ", Shape({1, packing.tokens(), cfg_.vocab_size}));
+    c.out.resize(Shape{1, packing.tokens(), cfg_.hidden_size});
+    encode_packed(ids, packing, c.out.view(), c, pass);
     head_.forward(c.out.cview(), decoder_weight(), head_bias_, logits, c.head);
   }
 
@@ -293,17 +330,18 @@ class EsmModel {
   }
 
   // The per-token scale of the embeddings (token dropout and padding), on the host.
-  void token_factors(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, Cache& c) const {
-    const index_t Bn = ids.dim(0), Tn = ids.dim(1);
-    c.host_ids.resize(static_cast<std::size_t>(Bn * Tn));
+  void token_factors(ConstView<B, std::int32_t> ids, ConstView<B, std::uint8_t> valid, const std::vector<index_t>& rows, Cache& c) const {
+    const index_t Bn = static_cast<index_t>(rows.size()) - 1, n = ids.numel();
+    c.host_ids.resize(static_cast<std::size_t>(n));
     download(ids, c.host_ids.data());
-    std::vector<std::uint8_t> v(static_cast<std::size_t>(Bn * Tn), 1);
+    std::vector<std::uint8_t> v(static_cast<std::size_t>(n), 1);
     if (!valid.empty()) download(valid, v.data());
-    c.host_factor.assign(static_cast<std::size_t>(Bn * Tn), T(1));
+    c.host_factor.assign(static_cast<std::size_t>(n), T(1));
+    const auto row = [&](index_t b) { return rows[static_cast<std::size_t>(b)]; };
     for (index_t b = 0; b < Bn; ++b) {
       index_t tokens = 0, masked = 0;
-      for (index_t t = 0; t < Tn; ++t) {
-        const std::size_t k = static_cast<std::size_t>(b * Tn + t);
+      for (index_t k0 = row(b); k0 < row(b + 1); ++k0) {
+        const std::size_t k = static_cast<std::size_t>(k0);
         tokens += v[k] != 0;
         masked += c.host_ids[k] == cfg_.mask_token_id;
       }
@@ -312,26 +350,26 @@ class EsmModel {
       // count is the attention mask's (the row length without one).
       const float denom = 1.0f - static_cast<float>(masked) / static_cast<float>(tokens);
       const double keep = cfg_.token_dropout && tokens > 0 ? (1.0 - 0.15 * 0.8) / static_cast<double>(denom) : 1.0;
-      for (index_t t = 0; t < Tn; ++t) {
-        const std::size_t k = static_cast<std::size_t>(b * Tn + t);
+      for (index_t k0 = row(b); k0 < row(b + 1); ++k0) {
+        const std::size_t k = static_cast<std::size_t>(k0);
         const bool dropped = cfg_.token_dropout && c.host_ids[k] == cfg_.mask_token_id;
         c.host_factor[k] = v[k] == 0 || dropped ? T(0) : static_cast<T>(keep);
       }
     }
-    c.factor.resize(Shape{Bn * Tn});
+    c.factor.resize(Shape{n});
     upload(c.host_factor.data(), c.factor.view());
     if (esm1b_embeddings()) {  // transformers multiplies by the attention mask after the positions and the norm
       c.host_valid.assign(v.begin(), v.end());
       for (T& x : c.host_valid) x = x != T(0) ? T(1) : T(0);
-      c.valid_factor.resize(Shape{Bn * Tn});
+      c.valid_factor.resize(Shape{n});
       upload(c.host_valid.data(), c.valid_factor.view());
     }
     if (absolute_positions()) {  // fairseq's make_positions: pad_token_id + running count of non-pad tokens
-      c.host_positions.resize(static_cast<std::size_t>(Bn * Tn));
+      c.host_positions.resize(static_cast<std::size_t>(n));
       for (index_t b = 0; b < Bn; ++b) {
         std::int32_t count = 0;
-        for (index_t t = 0; t < Tn; ++t) {
-          const std::size_t k = static_cast<std::size_t>(b * Tn + t);
+        for (index_t k0 = row(b); k0 < row(b + 1); ++k0) {
+          const std::size_t k = static_cast<std::size_t>(k0);
           const bool pad = c.host_ids[k] == cfg_.pad_token_id;
           count += !pad;
           c.host_positions[k] = pad ? cfg_.pad_token_id : cfg_.pad_token_id + count;
@@ -340,7 +378,7 @@ class EsmModel {
                     cfg_.max_position_embeddings, " allows");
         }
       }
-      c.position_ids.resize(Shape{Bn, Tn});
+      c.position_ids.resize(ids.shape());
       upload(c.host_positions.data(), c.position_ids.view());
     }
   }

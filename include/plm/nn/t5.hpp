@@ -51,7 +51,8 @@ struct StackCommon {
   // The summed dbias into the table, and c.d_a through the embedding dropout into dx.
   template <class Cache>
   void end_backward(TensorView<B, T> dx, Cache& c) const {
-    if (has_bias) bias.backward(c.d_bias.cview(), c.bias_cache);
+    if (has_bias && c.packed) bias.backward(c.packing, c.d_bias.cview(), c.bias_cache);
+    if (has_bias && !c.packed) bias.backward(c.d_bias.cview(), c.bias_cache);
     drop.backward(c.d_a.cview(), dx, c.key.at(DropoutSite::embeddings));
   }
 
@@ -83,6 +84,8 @@ class EncoderStack {
     Tensor<B, T> bias, d_bias, d_a, d_b;
     TensorView<B, const std::uint8_t> key_valid;
     DropoutKey key;
+    bool packed = false;
+    AttentionPacking packing;  // packed input: self-attention within each sequence
   };
 
   EncoderStack() = default;
@@ -96,11 +99,9 @@ class EncoderStack {
 
   // x: (B, S, C) embeddings; key_valid: (B, S) or empty; out: (B, S, C).
   void forward(ConstView<B, T> x, ConstView<B, std::uint8_t> key_valid, TensorView<B, T> out, Cache& c, DropoutKey key = {}) const {
-    const index_t S = x.dim(1), L = static_cast<index_t>(layers_.size());
-    c.layers.resize(layers_.size());
-    c.hidden.resize(layers_.size() + 1);
+    const index_t S = x.dim(1);
     c.key_valid = key_valid;
-    c.key = key;
+    c.packed = false;
     SoftmaxMask<B, T> mask;
     mask.key_valid = key_valid;
     if (common_.has_bias) {
@@ -108,6 +109,31 @@ class EncoderStack {
       common_.bias.forward(S, S, 0, c.bias.view(), c.bias_cache);
       mask.bias = c.bias.cview();
     }
+    run(x, mask, out, c, key);
+  }
+  // Packed input: x (1, N, C) holds the sequences of `packing` end to end; out (1, N, C).
+  void forward_packed(ConstView<B, T> x, const Packing& packing, TensorView<B, T> out, Cache& c, DropoutKey key = {}) const {
+    PLM_CHECK(x.rank() == 3 && x.dim(0) == 1 && x.dim(1) == packing.tokens(), "EncoderStack::forward_packed: input ", x.shape(),
+              " must be (1, ", packing.tokens(), ", C) for its ", packing.sequences(), " sequences");
+    c.key_valid = {};
+    c.packed = true;
+    c.packing = AttentionPacking::self(packing);
+    SoftmaxMask<B, T> mask;
+    mask.packed = &c.packing;
+    if (common_.has_bias) {
+      c.bias.resize(Shape{common_.cfg.num_heads * c.packing.pairs()});
+      common_.bias.forward(c.packing, c.bias.view(), c.bias_cache);
+      mask.bias = c.bias.cview();
+    }
+    run(x, mask, out, c, key);
+  }
+
+ private:
+  void run(ConstView<B, T> x, const SoftmaxMask<B, T>& mask, TensorView<B, T> out, Cache& c, DropoutKey key) const {
+    const index_t L = static_cast<index_t>(layers_.size());
+    c.layers.resize(layers_.size());
+    c.hidden.resize(layers_.size() + 1);
+    c.key = key;
     for (auto& h : c.hidden) h.resize(x.shape());
     common_.drop.forward(x, c.hidden[0].view(), key.at(DropoutSite::embeddings));
     for (index_t i = 0; i < L; ++i)
@@ -116,6 +142,7 @@ class EncoderStack {
     common_.drop.forward(ConstView<B, T>(out), out, key.at(DropoutSite::output));
   }
 
+ public:
   // d_out: (B, S, C) -> dx (B, S, C) written. extra: optional per-layer gradients on attention probabilities.
   void backward(ConstView<B, T> d_out, TensorView<B, T> dx, Cache& c,
                 const std::vector<TensorView<B, const T>>* d_probs_extra = nullptr) const {
@@ -147,6 +174,8 @@ class DecoderStack {
     typename detail::StackCommon<B, T, P>::Norm::Cache final_norm;
     Tensor<B, T> bias, d_bias, d_a, d_b;
     DropoutKey key;
+    bool packed = false;
+    AttentionPacking packing, cross_packing;  // packed input: self- and cross-attention per sequence
   };
   struct StepState {
     std::vector<typename Layer::StepState> layers;
@@ -171,10 +200,8 @@ class DecoderStack {
   // enc: (B, S, C); enc_valid: (B, S) or empty; out: (B, T, C).
   void forward(ConstView<B, T> x, ConstView<B, std::uint8_t> dec_valid, ConstView<B, T> enc, ConstView<B, std::uint8_t> enc_valid,
                TensorView<B, T> out, Cache& c, DropoutKey key = {}) const {
-    const index_t Tn = x.dim(1), L = static_cast<index_t>(layers_.size());
-    c.layers.resize(layers_.size());
-    c.hidden.resize(layers_.size() + 1);
-    c.key = key;
+    const index_t Tn = x.dim(1);
+    c.packed = false;
     SoftmaxMask<B, T> self_mask, cross_mask;
     self_mask.causal = true;
     self_mask.key_valid = dec_valid;
@@ -184,6 +211,39 @@ class DecoderStack {
       common_.bias.forward(Tn, Tn, 0, c.bias.view(), c.bias_cache);
       self_mask.bias = c.bias.cview();
     }
+    run(x, enc, self_mask, cross_mask, out, c, key);
+  }
+  // Packed input: x (1, T, C) holds the target sequences of `packing` end to
+  // end, enc (1, S, C) the encoder's output for the sources of `enc_packing`
+  // (sequence i of each belong together); out (1, T, C).
+  void forward_packed(ConstView<B, T> x, const Packing& packing, ConstView<B, T> enc, const Packing& enc_packing,
+                      TensorView<B, T> out, Cache& c, DropoutKey key = {}) const {
+    PLM_CHECK(x.rank() == 3 && x.dim(0) == 1 && x.dim(1) == packing.tokens(), "DecoderStack::forward_packed: input ", x.shape(),
+              " must be (1, ", packing.tokens(), ", C) for its ", packing.sequences(), " sequences");
+    PLM_CHECK(enc.rank() == 3 && enc.dim(0) == 1 && enc.dim(1) == enc_packing.tokens(), "DecoderStack::forward_packed: encoder output ",
+              enc.shape(), " must be (1, ", enc_packing.tokens(), ", C)");
+    c.packed = true;
+    c.packing = AttentionPacking::self(packing);
+    c.cross_packing = AttentionPacking(packing, enc_packing);
+    SoftmaxMask<B, T> self_mask, cross_mask;
+    self_mask.causal = true;
+    self_mask.packed = &c.packing;
+    cross_mask.packed = &c.cross_packing;
+    if (common_.has_bias) {
+      c.bias.resize(Shape{common_.cfg.num_heads * c.packing.pairs()});
+      common_.bias.forward(c.packing, c.bias.view(), c.bias_cache);
+      self_mask.bias = c.bias.cview();
+    }
+    run(x, enc, self_mask, cross_mask, out, c, key);
+  }
+
+ private:
+  void run(ConstView<B, T> x, ConstView<B, T> enc, const SoftmaxMask<B, T>& self_mask, const SoftmaxMask<B, T>& cross_mask,
+           TensorView<B, T> out, Cache& c, DropoutKey key) const {
+    const index_t L = static_cast<index_t>(layers_.size());
+    c.layers.resize(layers_.size());
+    c.hidden.resize(layers_.size() + 1);
+    c.key = key;
     for (auto& h : c.hidden) h.resize(x.shape());
     common_.drop.forward(x, c.hidden[0].view(), key.at(DropoutSite::embeddings));
     for (index_t i = 0; i < L; ++i)
@@ -192,6 +252,7 @@ class DecoderStack {
     common_.drop.forward(ConstView<B, T>(out), out, key.at(DropoutSite::output));
   }
 
+ public:
   // dx written; d_enc (B, S, C) ADDED to.
   void backward(ConstView<B, T> enc, ConstView<B, T> d_out, TensorView<B, T> dx, TensorView<B, T> d_enc, Cache& c) const {
     const index_t L = static_cast<index_t>(layers_.size());
@@ -352,6 +413,19 @@ class T5Model {
     shared_.forward(ids, c.enc_x.view());
     encoder_.forward(c.enc_x.cview(), valid, out, c.enc, DropoutKey::of(pass).in_stack(DropoutStack::encoder));
   }
+  // Packed sources (core/packing.hpp): ids (1, N) hold the sequences of `packing`
+  // end to end, out (1, N, C). No padding is computed on.
+  void encode_packed(ConstView<B, std::int32_t> ids, const Packing& packing, TensorView<B, T> out, Cache& c,
+                     Pass pass = Pass::eval()) const {
+    check_packed("encode_packed", ids, packing);
+    PLM_CHECK(out.shape() == Shape({1, ids.dim(1), cfg_.d_model}), "T5Model::encode_packed: out ", out.shape(), " must be ",
+              Shape({1, ids.dim(1), cfg_.d_model}));
+    c.enc_ids = ids;
+    c.enc_valid = {};
+    c.enc_x.resize(out.shape());
+    shared_.forward(ids, c.enc_x.view());
+    encoder_.forward_packed(c.enc_x.cview(), packing, out, c.enc, DropoutKey::of(pass).in_stack(DropoutStack::encoder));
+  }
   // Gradient of encode()'s output into the parameters.
   void encode_backward(ConstView<B, T> d_out, Cache& c,
                        const std::vector<TensorView<B, const T>>* d_probs_extra = nullptr) const {
@@ -378,6 +452,30 @@ class T5Model {
     c.dec_out.resize(Shape{Bn, Tn, C});
     shared_.forward(dec_ids, c.dec_x.view());
     decoder_.forward(c.dec_x.cview(), dec_valid, c.enc_out.cview(), enc_valid, c.dec_out.view(), c.dec, DropoutKey::of(pass).in_stack(DropoutStack::decoder));
+    head_forward(c.dec_out.cview(), logits);
+  }
+
+  // Packed batch: enc_ids (1, S) and dec_ids (1, T) hold sequence i of the sources
+  // and of the (shifted) targets at the offsets of enc and dec; logits (1, T, V).
+  // backward() then takes dlogits (1, T, V).
+  void forward_packed(ConstView<B, std::int32_t> enc_ids, const Packing& enc, ConstView<B, std::int32_t> dec_ids, const Packing& dec,
+                      TensorView<B, T> logits, Cache& c, Pass pass = Pass::eval()) const {
+    PLM_CHECK(has_decoder(), "T5Model::forward: this model has no decoder (num_decoder_layers = 0); use encode()");
+    check_packed("forward_packed (decoder)", dec_ids, dec);
+    PLM_CHECK(enc.sequences() == dec.sequences(), "T5Model::forward_packed: ", enc.sequences(), " packed sources but ", dec.sequences(),
+              " packed targets");
+    const index_t S = enc_ids.dim(1), Tn = dec_ids.dim(1), C = cfg_.d_model;
+    PLM_CHECK(logits.shape() == Shape({1, Tn, cfg_.vocab_size}), "T5Model::forward_packed: logits ", logits.shape(), " must be ",
+              Shape({1, Tn, cfg_.vocab_size}));
+    c.enc_out.resize(Shape{1, S, C});
+    encode_packed(enc_ids, enc, c.enc_out.view(), c, pass);
+    c.dec_ids = dec_ids;
+    c.dec_valid = {};
+    c.dec_x.resize(Shape{1, Tn, C});
+    c.dec_out.resize(Shape{1, Tn, C});
+    shared_.forward(dec_ids, c.dec_x.view());
+    decoder_.forward_packed(c.dec_x.cview(), dec, c.enc_out.cview(), enc, c.dec_out.view(), c.dec,
+                            DropoutKey::of(pass).in_stack(DropoutStack::decoder));
     head_forward(c.dec_out.cview(), logits);
   }
 
@@ -457,6 +555,10 @@ class T5Model {
     PLM_CHECK(ids.rank() == 2, "T5Model::", where, ": ids ", ids.shape(), " must be (B, T)");
     if (!valid.empty())
       PLM_CHECK(valid.shape() == ids.shape(), "T5Model::", where, ": mask ", valid.shape(), " must match ids ", ids.shape());
+  }
+  void check_packed(const char* where, ConstView<B, std::int32_t> ids, const Packing& p) const {
+    PLM_CHECK(ids.rank() == 2 && ids.dim(0) == 1 && ids.dim(1) == p.tokens(), "T5Model::", where, ": packed ids ", ids.shape(),
+              " must be (1, ", p.tokens(), ") for ", p.sequences(), " sequences");
   }
   double head_scale() const { return cfg_.scales_decoder_outputs() ? 1.0 / std::sqrt(static_cast<double>(cfg_.d_model)) : 1.0; }
   // The head's weight (V, C): `shared` when tied, lm_head otherwise.

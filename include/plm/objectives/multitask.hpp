@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "plm/backend/ops.hpp"
+#include "plm/core/packing.hpp"
 
 namespace plm::objectives {
 
@@ -107,24 +108,48 @@ class MultiTask {
                              TensorView<B, T> dlogits = {}) const {
     PLM_CHECK(logits.rank() == 3 && labels.shape() == Shape({logits.dim(0), logits.dim(1)}), "MultiTask: logits ", logits.shape(),
               " and labels ", labels.shape(), " must be (B, T, V) and (B, T)");
-    const index_t Bn = logits.dim(0), Tn = logits.dim(1), rows = Bn * Tn;
+    const index_t Bn = logits.dim(0), Tn = logits.dim(1);
     PLM_CHECK(static_cast<index_t>(task.size()) == Bn, "MultiTask: ", task.size(), " task ids for a batch of ", Bn);
+    bounds_.resize(static_cast<std::size_t>(Bn) + 1);
+    for (index_t b = 0; b <= Bn; ++b) bounds_[static_cast<std::size_t>(b)] = b * Tn;
+    return run(logits, labels, task, dlogits);
+  }
+  // A packed batch (core/packing.hpp): logits (1, N, V) and labels (1, N) hold the
+  // sequences of `packing` end to end; task: one id per sequence.
+  MultiTaskResult operator()(ConstView<B, T> logits, ConstView<B, std::int32_t> labels, const Packing& packing,
+                             const std::vector<std::int32_t>& task, TensorView<B, T> dlogits = {}) const {
+    PLM_CHECK(logits.rank() == 3 && logits.dim(0) == 1 && logits.dim(1) == packing.tokens() &&
+                  labels.shape() == Shape({1, packing.tokens()}),
+              "MultiTask: packed logits ", logits.shape(), " and labels ", labels.shape(), " must be (1, ", packing.tokens(),
+              ", V) and (1, ", packing.tokens(), ")");
+    PLM_CHECK(static_cast<index_t>(task.size()) == packing.sequences(), "MultiTask: ", task.size(), " task ids for ",
+              packing.sequences(), " packed sequences");
+    bounds_ = packing.offsets();
+    return run(logits, labels, task, dlogits);
+  }
+
+ private:
+  // Sequence b owns the flattened rows [bounds_[b], bounds_[b + 1]).
+  MultiTaskResult run(ConstView<B, T> logits, ConstView<B, std::int32_t> labels, const std::vector<std::int32_t>& task,
+                      TensorView<B, T> dlogits) const {
+    const index_t Bn = static_cast<index_t>(task.size()), rows = logits.dim(0) * logits.dim(1);
     host_labels_.resize(static_cast<std::size_t>(rows));
     download(labels, host_labels_.data());
     MultiTaskResult r;
     r.tasks.resize(tasks_.size());
     for (std::size_t k = 0; k < tasks_.size(); ++k) r.tasks[k].name = tasks_[k].name, r.tasks[k].weight = tasks_[k].weight;
+    const auto first = [&](index_t b) { return bounds_[static_cast<std::size_t>(b)]; };
     for (index_t b = 0; b < Bn; ++b) {
       const std::int32_t k = task[static_cast<std::size_t>(b)];
       PLM_CHECK(k >= 0 && k < static_cast<std::int32_t>(tasks_.size()), "MultiTask: sequence ", b, " has task id ", k, " of ",
                 tasks_.size(), " tasks");
-      for (index_t t = 0; t < Tn; ++t) r.tasks[static_cast<std::size_t>(k)].tokens += host_labels_[b * Tn + t] != ignore_;
+      for (index_t t = first(b); t < first(b + 1); ++t) r.tasks[static_cast<std::size_t>(k)].tokens += host_labels_[t] != ignore_;
     }
     host_scale_.assign(static_cast<std::size_t>(rows), T(0));
     for (index_t b = 0; b < Bn; ++b) {
       const auto& st = r.tasks[static_cast<std::size_t>(task[static_cast<std::size_t>(b)])];
       const T s = st.tokens ? static_cast<T>(st.weight / double(st.tokens)) : T(0);
-      for (index_t t = 0; t < Tn; ++t) host_scale_[static_cast<std::size_t>(b * Tn + t)] = s;
+      for (index_t t = first(b); t < first(b + 1); ++t) host_scale_[static_cast<std::size_t>(t)] = s;
     }
     scale_.resize(Shape{rows});
     row_loss_.resize(Shape{rows});
@@ -140,8 +165,8 @@ class MultiTask {
     download(row_correct_.cview(), host_correct_.data());
     for (index_t b = 0; b < Bn; ++b) {
       auto& st = r.tasks[static_cast<std::size_t>(task[static_cast<std::size_t>(b)])];
-      for (index_t t = 0; t < Tn; ++t) {
-        const std::size_t i = static_cast<std::size_t>(b * Tn + t);
+      for (index_t t = first(b); t < first(b + 1); ++t) {
+        const std::size_t i = static_cast<std::size_t>(t);
         const std::int32_t y = host_labels_[i];
         if (y == ignore_) continue;
         st.loss += static_cast<double>(host_loss_[i]);
@@ -164,12 +189,12 @@ class MultiTask {
     return r;
   }
 
- private:
   std::vector<TaskSpec> tasks_;
   std::vector<std::uint8_t> is_residue_;
   std::int32_t ignore_;
   double smoothing_;
   mutable std::vector<std::int32_t> host_labels_;
+  mutable std::vector<index_t> bounds_;
   mutable std::vector<T> host_scale_, host_loss_;
   mutable std::vector<std::uint8_t> host_correct_;
   mutable Tensor<B, T> scale_, row_loss_;
@@ -186,6 +211,12 @@ class SingleTask : public MultiTask<B, T> {
   TaskStats operator()(ConstView<B, T> logits, ConstView<B, std::int32_t> labels, TensorView<B, T> dlogits = {}) const {
     const std::vector<std::int32_t> task(static_cast<std::size_t>(logits.dim(0)), 0);
     return MultiTask<B, T>::operator()(logits, labels, task, dlogits).tasks[0];
+  }
+  // A packed batch: logits (1, N, V), labels (1, N).
+  TaskStats operator()(ConstView<B, T> logits, ConstView<B, std::int32_t> labels, const Packing& packing,
+                       TensorView<B, T> dlogits = {}) const {
+    const std::vector<std::int32_t> task(static_cast<std::size_t>(packing.sequences()), 0);
+    return MultiTask<B, T>::operator()(logits, labels, packing, task, dlogits).tasks[0];
   }
 };
 

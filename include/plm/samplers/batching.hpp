@@ -8,6 +8,8 @@
 // each window by length, fill batches greedily while
 //     rows x (longest input + longest target) <= token_budget
 // (padding included: that is what the step costs), then shuffle the batches.
+// Packed batches (BatchOptions::packed) cost their real tokens instead:
+//     sum of (input + target) <= token_budget.
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
@@ -15,6 +17,7 @@
 
 #include "plm/backend/tags.hpp"
 #include "plm/core/error.hpp"
+#include "plm/core/packing.hpp"
 #include "plm/core/philox.hpp"
 #include "plm/core/tensor.hpp"
 #include "plm/samplers/ankh3.hpp"
@@ -27,6 +30,9 @@ struct BatchOptions {
   index_t window = 1024;        // examples sorted together; 0 = the whole set
   bool sort_by_length = true;   // false: batches in (shuffled) order, padding as it falls
   bool shuffle = true;
+  // true: the budget counts real tokens, sum of (input + target), as packed
+  // batches (PackedSeq2SeqBatch) cost; false: rows x (longest input + longest target).
+  bool packed = false;
 };
 
 // Cost of a batch: rows x (longest input + longest target).
@@ -61,21 +67,23 @@ inline std::vector<std::vector<index_t>> length_bucket_batches(const std::vector
              in_len[static_cast<std::size_t>(b)] + out_len[static_cast<std::size_t>(b)];
     });
     std::vector<index_t> cur;
-    index_t max_in = 0, max_out = 0;
+    index_t max_in = 0, max_out = 0, real = 0;
     for (auto it = first; it != last; ++it) {
       const index_t i = *it, li = in_len[static_cast<std::size_t>(i)], lo = out_len[static_cast<std::size_t>(i)];
       PLM_CHECK(li + lo <= o.token_budget, "length_bucket_batches: example ", i, " has ", li, " input + ", lo,
                 " target tokens, more than the token budget ", o.token_budget, " (raise the budget or crop sequences)");
       const index_t rows = static_cast<index_t>(cur.size()) + 1;
-      const bool fits = rows * (std::max(max_in, li) + std::max(max_out, lo)) <= o.token_budget && (o.max_rows == 0 || rows <= o.max_rows);
+      const index_t cost = o.packed ? real + li + lo : rows * (std::max(max_in, li) + std::max(max_out, lo));
+      const bool fits = cost <= o.token_budget && (o.max_rows == 0 || rows <= o.max_rows);
       if (!fits) {
         batches.push_back(std::move(cur));
         cur.clear();
-        max_in = max_out = 0;
+        max_in = max_out = real = 0;
       }
       cur.push_back(i);
       max_in = std::max(max_in, li);
       max_out = std::max(max_out, lo);
+      real += li + lo;
     }
     if (!cur.empty()) batches.push_back(std::move(cur));
   }
@@ -170,6 +178,52 @@ void collate(const std::vector<Seq2SeqExample>& examples, const std::vector<inde
   upload(ev.data(), out.enc_valid.view());
   upload(dec.data(), out.dec_ids.view());
   upload(dv.data(), out.dec_valid.view());
+  upload(lab.data(), out.labels.view());
+}
+
+// A packed seq2seq batch (core/packing.hpp), ready for T5Model's packed forward
+// and MultiTask's packed form: no padding anywhere.
+//   enc_ids (1, S) the inputs end to end (S = their total), laid out by enc;
+//   dec_ids (1, T) each target shifted right behind the decoder start token,
+//   labels (1, T) the targets, laid out by dec; task: one id per sequence.
+template <class B>
+struct PackedSeq2SeqBatch {
+  Tensor<B, std::int32_t> enc_ids, dec_ids, labels;
+  Packing enc, dec;
+  std::vector<std::int32_t> task;
+  index_t input_tokens = 0, target_tokens = 0;
+  index_t rows() const { return static_cast<index_t>(task.size()); }
+};
+
+template <class B>
+void collate_packed(const std::vector<Seq2SeqExample>& examples, const std::vector<index_t>& rows, PackedSeq2SeqBatch<B>& out,
+                    const CollateOptions& o = {}) {
+  PLM_CHECK(!rows.empty(), "collate_packed: empty batch");
+  std::vector<index_t> in_len, out_len;
+  std::vector<std::int32_t> enc, dec, lab;
+  out.task.clear();
+  for (index_t r : rows) {
+    PLM_CHECK(r >= 0 && r < static_cast<index_t>(examples.size()), "collate_packed: row ", r, " outside the ", examples.size(),
+              " examples");
+    const auto& e = examples[static_cast<std::size_t>(r)];
+    PLM_CHECK(!e.inputs.empty() && !e.targets.empty(), "collate_packed: example ", r, " has an empty input or target");
+    in_len.push_back(static_cast<index_t>(e.inputs.size()));
+    out_len.push_back(static_cast<index_t>(e.targets.size()));
+    enc.insert(enc.end(), e.inputs.begin(), e.inputs.end());
+    dec.push_back(o.decoder_start);
+    dec.insert(dec.end(), e.targets.begin(), e.targets.end() - 1);
+    lab.insert(lab.end(), e.targets.begin(), e.targets.end());
+    out.task.push_back(static_cast<std::int32_t>(e.task));
+  }
+  out.enc = Packing(in_len);
+  out.dec = Packing(out_len);
+  out.input_tokens = out.enc.tokens();
+  out.target_tokens = out.dec.tokens();
+  out.enc_ids.resize(Shape{1, out.enc.tokens()});
+  out.dec_ids.resize(Shape{1, out.dec.tokens()});
+  out.labels.resize(Shape{1, out.dec.tokens()});
+  upload(enc.data(), out.enc_ids.view());
+  upload(dec.data(), out.dec_ids.view());
   upload(lab.data(), out.labels.view());
 }
 

@@ -275,6 +275,9 @@ class ExampleStream {
                 h == have.end() ? std::string("null") : json_excerpt(*h), ", this stream has ", json_excerpt(it.value()),
                 " (a checkpoint of another file or other settings)");
     }
+    for (auto it = have.begin(); it != have.end(); ++it)  // a setting this stream does not have (packed batches)
+      PLM_CHECK(want.contains(it.key()), name(), "::restore: the data cursor was saved with ", it.key(), " = ", json_excerpt(it.value()),
+                ", this stream has none (a checkpoint of other settings)");
     PLM_CHECK(j.at("pool_position").is_number_unsigned(), name(), "::restore: damaged data cursor ", json_excerpt(j));
     seek({ts.epoch, j.at("pool_position").get<std::uint64_t>(), ts.cursor});
   }
@@ -304,6 +307,7 @@ class ExampleStream {
                         {"window", o_.batching.window},
                         {"sort_by_length", o_.batching.sort_by_length},
                         {"seed", o_.seed}};
+    if (o_.batching.packed) s["packed"] = true;  // a real-token budget batches differently (absent: padded, as before)
     s.update(maker_.settings());
     return s;
   }

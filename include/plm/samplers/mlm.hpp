@@ -71,16 +71,45 @@ inline MlmExample mask_for_mlm(const data::Encoding& e, std::int32_t mask_id, co
 }
 
 // A masked-LM batch: ids and labels (R, S) padded to the longest row, valid (R, S) 1 on tokens.
+// Packed (core/packing.hpp): ids and labels (1, N) hold the rows end to end as
+// `packing` says, valid is empty; EsmModel::forward_packed runs it.
 template <class B>
 struct MlmBatch {
   Tensor<B, std::int32_t> ids, labels;
   Tensor<B, std::uint8_t> valid;
   index_t tokens = 0;  // real (unpadded) tokens
+  bool packed = false;
+  Packing packing;
 };
 
 // The examples rows[k] as one batch; pad fills the ids after each row, -100 the labels.
+// packed: the rows end to end instead, no padding.
 template <class B>
-void collate_mlm(const std::vector<MlmExample>& examples, const std::vector<index_t>& rows, std::int32_t pad, MlmBatch<B>& out) {
+void collate_mlm(const std::vector<MlmExample>& examples, const std::vector<index_t>& rows, std::int32_t pad, MlmBatch<B>& out,
+                 bool packed = false) {
+  out.packed = packed;
+  if (packed) {
+    std::vector<std::int32_t> ids, labels;
+    std::vector<index_t> lengths;
+    for (const index_t r : rows) {
+      PLM_CHECK(r >= 0 && r < static_cast<index_t>(examples.size()), "collate_mlm: row ", r, " outside the ", examples.size(), " examples");
+      const MlmExample& e = examples[static_cast<std::size_t>(r)];
+      PLM_CHECK(!e.ids.empty() && e.ids.size() == e.labels.size(), "collate_mlm: example ", r, " has ", e.ids.size(), " ids and ",
+                e.labels.size(), " labels");
+      ids.insert(ids.end(), e.ids.begin(), e.ids.end());
+      labels.insert(labels.end(), e.labels.begin(), e.labels.end());
+      lengths.push_back(static_cast<index_t>(e.ids.size()));
+    }
+    PLM_CHECK(!lengths.empty(), "collate_mlm: empty batch");
+    out.packing = Packing(lengths);
+    out.tokens = out.packing.tokens();
+    out.ids.resize(Shape{1, out.tokens});
+    out.labels.resize(Shape{1, out.tokens});
+    out.valid.resize(Shape{0});
+    upload(ids.data(), out.ids.view());
+    upload(labels.data(), out.labels.view());
+    return;
+  }
   std::vector<std::vector<std::int32_t>> ids, labels;
   std::vector<index_t> all;
   ids.reserve(rows.size());

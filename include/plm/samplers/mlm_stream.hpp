@@ -102,7 +102,8 @@ class MlmExamples {
 
 using MlmPool = ExamplePoolOf<MlmExample>;
 
-// The masked-LM stream, its batches collated (padded with the vocabulary's pad).
+// The masked-LM stream, its batches collated (padded with the vocabulary's pad,
+// or packed end to end when options().batching.packed).
 class MlmStream : public ExampleStream<MlmExamples> {
  public:
   MlmStream(PretrainStreamOptions options, data::Vocabulary vocab, MlmExamples maker)
@@ -112,13 +113,13 @@ class MlmStream : public ExampleStream<MlmExamples> {
   template <class B>
   void next(MlmBatch<B>& out) {
     const auto& rows = next();
-    collate_mlm<B>(pool().examples, rows, vocabulary().pad_id(), out);
+    collate_mlm<B>(pool().examples, rows, vocabulary().pad_id(), out, options().batching.packed);
   }
   // The held-out batch `k` (rows of held_out's examples), collated the same way.
   template <class B>
   void collate(const MlmPool& held_out, std::size_t k, MlmBatch<B>& out) const {
     PLM_CHECK(k < held_out.batches.size(), "MlmStream::collate: batch ", k, " of ", held_out.batches.size());
-    collate_mlm<B>(held_out.examples, held_out.batches[k], vocabulary().pad_id(), out);
+    collate_mlm<B>(held_out.examples, held_out.batches[k], vocabulary().pad_id(), out, options().batching.packed);
   }
 };
 

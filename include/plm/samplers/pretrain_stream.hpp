@@ -118,6 +118,13 @@ class PretrainStream : public ExampleStream<Ankh3Examples> {
     const auto& rows = next();
     collate<B>(pool().examples, rows, out, collate_options);
   }
+  // The next training batch, packed (batch with PretrainStreamOptions::batching.packed
+  // so the token budget counts the tokens a packed batch computes on).
+  template <class B>
+  void next(PackedSeq2SeqBatch<B>& out, const CollateOptions& collate_options = {}) {
+    const auto& rows = next();
+    collate_packed<B>(pool().examples, rows, out, collate_options);
+  }
 
   const Ankh3Sampler& sampler() const { return maker().sampler(); }
 };

@@ -1,0 +1,363 @@
+// Packed batches (core/packing.hpp): finite-difference checks of attention,
+// the stacks and the whole T5 model on packed input, and packed == padded for
+// losses, logits and every parameter gradient (T5 / Ankh3, and rotary
+// attention as ESM-2 uses it); packed collation and the real-token budget.
+#include <algorithm>
+#include <numeric>
+
+#include "ops_test_support.hpp"
+#include "plm/nn/esm.hpp"
+#include "plm/nn/t5.hpp"
+#include "plm/objectives/cross_entropy.hpp"
+#include "plm/objectives/multitask.hpp"
+#include "plm/samplers/batching.hpp"
+#include "plm/samplers/mlm.hpp"
+
+using namespace plm;
+using namespace plm::nn;
+using namespace plm::test;
+using plm::testing::check_gradient;
+using plm::testing::dot;
+
+namespace {
+using D = double;
+using DT = Tensor<cpu, D>;
+using PS = ParameterSet<cpu, D>;
+
+void randomize(PS& ps, std::uint64_t seed) { testing::fill_uniform<D>(ps.values(), seed, 77, -0.8, 0.8); }
+
+template <class Loss, class Grads>
+void check_all(PS& ps, Loss&& loss, Grads&& grads, std::vector<std::pair<DT*, DT*>> inputs, const std::string& what) {
+  grads();
+  expect_ok(check_gradient(ps.values(), ps.grads(), loss), what + ": parameters");
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    expect_ok(check_gradient(*inputs[i].first, *inputs[i].second, loss), what + ": input " + std::to_string(i));
+}
+
+T5Config small_config() {
+  T5Config c = T5Config::ankh3_tiny();
+  c.vocab_size = 11, c.d_model = 8, c.d_kv = 4, c.num_heads = 2, c.d_ff = 12;
+  c.num_layers = 2, c.num_decoder_layers = 2;
+  c.relative_attention_num_buckets = 6, c.relative_attention_max_distance = 8;
+  return c;
+}
+
+DT copy_of(ConstView<cpu, D> v) {
+  DT t(v.shape());
+  std::copy(v.data(), v.data() + v.numel(), t.data());
+  return t;
+}
+
+// Rows of a padded (B, T, ...) tensor's valid positions, end to end: the packed layout.
+DT pack_rows(const DT& padded, const Packing& p) {
+  const index_t row = padded.numel() / (padded.dim(0) * padded.dim(1)), Tn = padded.dim(1);
+  DT out(Shape{1, p.tokens(), row});
+  for (index_t b = 0; b < p.sequences(); ++b)
+    std::copy(padded.data() + b * Tn * row, padded.data() + (b * Tn + p.length(b)) * row, out.data() + p.offset(b) * row);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("Packing: offsets, positions, attention blocks, errors") {
+  const Packing p({3, 1, 4});
+  CHECK(p.sequences() == 3);
+  CHECK(p.tokens() == 8);
+  CHECK(p.max_length() == 4);
+  CHECK(p.offsets() == std::vector<index_t>{0, 3, 4, 8});
+  CHECK(p.positions() == std::vector<std::int32_t>{0, 1, 2, 0, 0, 1, 2, 3});
+  CHECK(Packing::from_offsets({0, 3, 4, 8}) == p);
+  const AttentionPacking cross(p, Packing({2, 2, 5}));
+  CHECK(cross.blocks == std::vector<index_t>{0, 6, 8, 28});
+  CHECK(cross.pairs() == 28);
+  check_error([] { Packing({3, 0, 2}); }, "sequence 1 has length 0");
+  check_error([] { Packing::from_offsets({1, 3}); }, "offsets must start at 0, not 1");
+  check_error([] { Packing::from_offsets({0, 3, 2}); }, "sequence 1 has length -1");
+  check_error([&] { AttentionPacking(p, Packing({2, 2})); }, "3 query sequences but 2 key sequences");
+}
+
+TEST_CASE("gradient: packed self-attention (bias blocks, causal, rotary, extra probability gradient) and cross-attention") {
+  const Packing p({4, 1, 3});
+  const AttentionPacking self = AttentionPacking::self(p);
+  for (int variant = 0; variant < 4; ++variant) {
+    AttentionShape s{6, 2, 4, 0.7};
+    if (variant == 3) s.rotary_base = 10000, s.bias = true;
+    PS ps;
+    Attention<cpu, D> attn(ps, "attn", s);
+    ps.allocate();
+    randomize(ps, 4 + variant);
+    DT x = random_tensor<D>(Shape{1, p.tokens(), 6}, 1), bias = random_tensor<D>(Shape{2 * self.pairs()}, 2);
+    DT out(x.shape()), r = random_tensor<D>(x.shape(), 3), rp = random_tensor<D>(Shape{2 * self.pairs()}, 6);
+    SoftmaxMask<cpu, D> m;
+    m.packed = &self;
+    if (variant < 3) m.bias = bias;
+    m.causal = variant == 1 || variant == 2;
+    const bool extra = variant == 2;
+    Attention<cpu, D>::Cache c;
+    auto loss = [&] {
+      attn.forward(x, x, m, out, c);
+      return dot<D>(out, r) + (extra ? dot<D>(c.probs, rp) : 0.0);
+    };
+    DT dx(x.shape()), dbias(bias.shape());
+    auto grads = [&] {
+      ps.zero_grad();
+      loss();
+      ops<cpu>::fill<D>(dbias, 0);
+      attn.backward(x, x, r, dx, dx, variant < 3 ? TensorView<cpu, D>(dbias) : TensorView<cpu, D>{}, c,
+                    extra ? ConstView<cpu, D>(rp) : ConstView<cpu, D>{});
+    };
+    std::vector<std::pair<DT*, DT*>> inputs{{&x, &dx}};
+    if (variant < 3) inputs.push_back({&bias, &dbias});
+    check_all(ps, loss, grads, inputs, "packed self-attention variant " + std::to_string(variant));
+  }
+  // Cross-attention: 3 query sequences against 3 key sequences of other lengths.
+  const Packing kp({2, 5, 1});
+  const AttentionPacking cross(p, kp);
+  PS ps;
+  Attention<cpu, D> attn(ps, "cross", AttentionShape{4, 2, 3, 0.5});
+  ps.allocate();
+  randomize(ps, 9);
+  DT xq = random_tensor<D>(Shape{1, p.tokens(), 4}, 1), xkv = random_tensor<D>(Shape{1, kp.tokens(), 4}, 2);
+  DT out(xq.shape()), r = random_tensor<D>(xq.shape(), 3);
+  SoftmaxMask<cpu, D> m;
+  m.packed = &cross;
+  Attention<cpu, D>::Cache c;
+  auto loss = [&] {
+    attn.forward(xq, xkv, m, out, c);
+    return dot<D>(out, r);
+  };
+  DT dq(xq.shape()), dkv(xkv.shape());
+  auto grads = [&] {
+    ps.zero_grad();
+    loss();
+    ops<cpu>::fill<D>(dkv, 0);
+    attn.backward(xq, xkv, r, dq, dkv, {}, c);
+  };
+  check_all(ps, loss, grads, {{&xq, &dq}, {&xkv, &dkv}}, "packed cross-attention");
+  // A packing that does not describe the input is refused by name.
+  const Packing wrong({2, 2});
+  const AttentionPacking bad = AttentionPacking::self(wrong);
+  m.packed = &bad;
+  check_error([&] { attn.forward(xq, xq, m, out, c); }, "the packing holds 4 and 4 tokens");
+}
+
+TEST_CASE("packed rotary self-attention equals padded, outputs and gradients") {
+  AttentionShape s{8, 2, 4, 0.5};
+  s.rotary_base = 10000, s.bias = true;
+  PS ps;
+  Attention<cpu, D> attn(ps, "attn", s);
+  ps.allocate();
+  randomize(ps, 3);
+  const std::vector<index_t> len{5, 2, 4};
+  const index_t Bn = 3, Tn = 5;
+  const Packing p(len);
+  DT xp = random_tensor<D>(Shape{Bn, Tn, 8}, 1), r = random_tensor<D>(Shape{Bn, Tn, 8}, 2);
+  Tensor<cpu, std::uint8_t> valid(Shape{Bn, Tn});
+  for (index_t b = 0; b < Bn; ++b)
+    for (index_t t = 0; t < Tn; ++t) {
+      valid.at(b, t) = t < len[static_cast<std::size_t>(b)];
+      if (!valid.at(b, t))
+        for (index_t k = 0; k < 8; ++k) r.at(b, t, k) = 0;  // padded outputs do not count
+    }
+  // padded
+  SoftmaxMask<cpu, D> mp;
+  mp.key_valid = valid;
+  Attention<cpu, D>::Cache cp;
+  DT out_p(xp.shape()), dx_p(xp.shape());
+  ps.zero_grad();
+  attn.forward(xp, xp, mp, out_p, cp);
+  attn.backward(xp, xp, r, dx_p, dx_p, {}, cp);
+  const DT grads_p = copy_of(ps.grads());
+  // packed
+  const AttentionPacking self = AttentionPacking::self(p);
+  SoftmaxMask<cpu, D> mk;
+  mk.packed = &self;
+  Attention<cpu, D>::Cache ck;
+  const DT xk = pack_rows(xp, p), rk = pack_rows(r, p);
+  DT out_k(xk.shape()), dx_k(xk.shape());
+  ps.zero_grad();
+  attn.forward(xk, xk, mk, out_k, ck);
+  attn.backward(xk, xk, rk, dx_k, dx_k, {}, ck);
+  CHECK(max_rel_diff<D, D>(out_k, pack_rows(out_p, p)) < 1e-13);
+  CHECK(max_rel_diff<D, D>(dx_k, pack_rows(dx_p, p)) < 1e-13);
+  CHECK(max_rel_diff<D, D>(ps.grads(), grads_p) < 1e-13);
+}
+
+TEST_CASE("T5 / Ankh3 on a packed batch: the same loss, logits and gradients as padded, and finite differences") {
+  const T5Config c = small_config();
+  Ankh3Model<cpu, D> m(c, 5);
+  randomize(m.params(), 6);
+  // Three examples of different source and target lengths, two tasks.
+  std::vector<samplers::Seq2SeqExample> ex(3);
+  Philox rng(8);
+  const index_t src_len[3] = {6, 3, 5}, tgt_len[3] = {2, 4, 3};
+  for (int i = 0; i < 3; ++i) {
+    ex[static_cast<std::size_t>(i)].task = i == 1 ? samplers::Task::s2s : samplers::Task::nlu;
+    for (index_t t = 0; t < src_len[i]; ++t) ex[static_cast<std::size_t>(i)].inputs.push_back(3 + static_cast<std::int32_t>(rng.below(8)));
+    for (index_t t = 0; t < tgt_len[i]; ++t) ex[static_cast<std::size_t>(i)].targets.push_back(3 + static_cast<std::int32_t>(rng.below(8)));
+  }
+  samplers::Seq2SeqBatch<cpu> padded;
+  samplers::PackedSeq2SeqBatch<cpu> packed;
+  samplers::collate<cpu>(ex, {0, 1, 2}, padded);
+  samplers::collate_packed<cpu>(ex, {0, 1, 2}, packed);
+  CHECK(packed.enc.offsets() == std::vector<index_t>{0, 6, 9, 14});
+  CHECK(packed.dec.offsets() == std::vector<index_t>{0, 2, 6, 9});
+  CHECK(packed.input_tokens == padded.input_tokens);
+  CHECK(packed.target_tokens == padded.target_tokens);
+  CHECK(packed.task == padded.task);
+  const std::vector<std::int32_t> residues{3, 4, 5, 6, 7};
+  objectives::MultiTask<cpu, D> loss_fn({{"nlu", 1.0}, {"s2s", 0.5}}, residues, -100, 0.1);
+
+  ParameterSet<cpu, D>& ps = m.params();
+  Ankh3Model<cpu, D>::Cache cache;
+  DT lp(Shape{padded.rows(), padded.dec_ids.dim(1), c.vocab_size}), dlp(lp.shape());
+  ps.zero_grad();
+  m.forward(padded.enc_ids, padded.enc_valid, padded.dec_ids, lp, cache, Pass::eval(), padded.dec_valid);
+  const auto rp = loss_fn(lp, padded.labels, padded.task, dlp);
+  m.backward(dlp, cache);
+  const DT grads_padded = copy_of(ps.grads());
+
+  DT lk(Shape{1, packed.dec.tokens(), c.vocab_size}), dlk(lk.shape());
+  ps.zero_grad();
+  m.forward_packed(packed.enc_ids, packed.enc, packed.dec_ids, packed.dec, lk, cache);
+  const auto rk = loss_fn(lk, packed.labels, packed.dec, packed.task, dlk);
+  m.backward(dlk, cache);
+  CHECK(std::abs(rk.total - rp.total) < 1e-13);
+  for (std::size_t k = 0; k < 2; ++k) {
+    CHECK(rk.tasks[k].tokens == rp.tasks[k].tokens);
+    CHECK(rk.tasks[k].correct == rp.tasks[k].correct);
+    CHECK(std::abs(rk.tasks[k].loss - rp.tasks[k].loss) < 1e-13);
+  }
+  CHECK(max_rel_diff<D, D>(lk, pack_rows(lp, packed.dec)) < 1e-13);
+  CHECK(max_rel_diff<D, D>(ps.grads(), grads_padded) < 1e-12);
+
+  // Finite differences through the packed model and the packed loss.
+  auto loss = [&] {
+    m.forward_packed(packed.enc_ids, packed.enc, packed.dec_ids, packed.dec, lk, cache);
+    return loss_fn(lk, packed.labels, packed.dec, packed.task).total;
+  };
+  auto grads = [&] {
+    ps.zero_grad();
+    loss();
+    loss_fn(lk, packed.labels, packed.dec, packed.task, dlk);
+    m.backward(dlk, cache);
+  };
+  check_all(ps, loss, grads, {}, "packed Ankh3 model + MultiTask");
+
+  // The encoder alone on packed sources equals the padded encoder's valid rows.
+  DT ep(Shape{padded.rows(), padded.enc_ids.dim(1), c.d_model}), ek(Shape{1, packed.enc.tokens(), c.d_model});
+  m.encode(padded.enc_ids, padded.enc_valid, ep, cache);
+  m.encode_packed(packed.enc_ids, packed.enc, ek, cache);
+  CHECK(max_rel_diff<D, D>(ek, pack_rows(ep, packed.enc)) < 1e-13);
+
+  // Mismatched packings are refused by name.
+  check_error([&] { m.forward_packed(packed.enc_ids, packed.enc, packed.dec_ids, Packing({2, 6}), lk, cache); },
+              "ids (1, 9) must be (1, 8) for 2 sequences");
+  check_error([&] { m.forward_packed(packed.enc_ids, Packing({7, 7}), packed.dec_ids, packed.dec, lk, cache); },
+              "2 packed sources but 3 packed targets");
+  check_error([&] { loss_fn(lk, packed.labels, packed.dec, {0, 1}); }, "2 task ids for 3 packed sequences");
+}
+
+TEST_CASE("packed batches: the token budget counts real tokens, every example once, fewer steps than padded") {
+  Philox rng(3);
+  std::vector<index_t> in, out;
+  for (int i = 0; i < 300; ++i) {
+    const index_t n = 20 + static_cast<index_t>(rng.below(400));
+    in.push_back(n / 2 + 2);
+    out.push_back(n - n / 2 + 1);
+  }
+  samplers::BatchOptions o;
+  o.token_budget = 2048;
+  o.window = 64;
+  o.packed = true;
+  Philox a(1);
+  const auto packed = samplers::length_bucket_batches(in, out, o, a);
+  std::vector<index_t> seen;
+  for (const auto& b : packed) {
+    index_t real = 0;
+    for (index_t i : b) real += in[static_cast<std::size_t>(i)] + out[static_cast<std::size_t>(i)], seen.push_back(i);
+    CHECK(real <= o.token_budget);
+  }
+  std::sort(seen.begin(), seen.end());
+  std::vector<index_t> all(in.size());
+  std::iota(all.begin(), all.end(), index_t(0));
+  CHECK(seen == all);
+  o.packed = false;
+  Philox b(1);
+  CHECK(samplers::length_bucket_batches(in, out, o, b).size() > packed.size());
+}
+
+TEST_CASE("ESM-2 and ESM-1b on a packed batch: the same logits, loss and gradients as padded, and finite differences") {
+  for (const bool esm1b : {false, true}) {
+    EsmConfig cfg;
+    cfg.hidden_size = 8, cfg.num_hidden_layers = 2, cfg.num_attention_heads = 2, cfg.intermediate_size = 12;
+    if (esm1b) cfg.position_embedding_type = "absolute", cfg.emb_layer_norm_before = true, cfg.max_position_embeddings = 12;
+    EsmModel<cpu, D> m(cfg, 5);
+    randomize(m.params(), 8);
+    // Three sequences (cls ... eos) with masked tokens (32), padded with 1 to the longest.
+    const std::vector<std::vector<std::int32_t>> seqs{{0, 5, 32, 7, 9, 2}, {0, 12, 32, 2}, {0, 6, 8, 32, 32, 11, 2}};
+    const index_t Bn = 3, Tn = 7;
+    std::vector<index_t> len;
+    Tensor<cpu, std::int32_t> ids(Shape{Bn, Tn}), labels(Shape{Bn, Tn});
+    Tensor<cpu, std::uint8_t> valid(Shape{Bn, Tn});
+    for (index_t b = 0; b < Bn; ++b) {
+      const auto& q = seqs[static_cast<std::size_t>(b)];
+      len.push_back(static_cast<index_t>(q.size()));
+      for (index_t t = 0; t < Tn; ++t) {
+        const bool tok = t < static_cast<index_t>(q.size());
+        ids.at(b, t) = tok ? q[static_cast<std::size_t>(t)] : 1;
+        valid.at(b, t) = tok;
+        labels.at(b, t) = tok && ids.at(b, t) == 32 ? 6 + static_cast<std::int32_t>(t) : (tok && t == 1 ? ids.at(b, t) : -100);
+      }
+    }
+    const Packing p(len);
+    Tensor<cpu, std::int32_t> pids(Shape{1, p.tokens()}), plabels(Shape{1, p.tokens()});
+    for (index_t b = 0; b < Bn; ++b)
+      for (index_t t = 0; t < p.length(b); ++t) pids.at(0, p.offset(b) + t) = ids.at(b, t), plabels.at(0, p.offset(b) + t) = labels.at(b, t);
+    const objectives::CrossEntropy<cpu, D> ce(-100);
+    typename EsmModel<cpu, D>::Cache c;
+    DT lp(Shape{Bn, Tn, cfg.vocab_size}), dlp(lp.shape()), lk(Shape{1, p.tokens(), cfg.vocab_size}), dlk(lk.shape());
+    m.params().zero_grad();
+    m.forward(ids, valid, lp, c);
+    const double loss_padded = ce(lp, labels, dlp).loss;
+    m.backward(dlp, c);
+    const DT g_padded = copy_of(m.params().grads());
+    m.params().zero_grad();
+    m.forward_packed(pids, p, lk, c);
+    const double loss_packed = ce(lk, plabels, dlk).loss;
+    m.backward(dlk, c);
+    INFO("esm1b ", esm1b);
+    CHECK(std::abs(loss_packed - loss_padded) < 1e-13);
+    CHECK(max_rel_diff<D, D>(lk, pack_rows(lp, p)) < 1e-13);
+    CHECK(max_rel_diff<D, D>(m.params().grads(), g_padded) < 1e-12);
+    auto loss = [&] {
+      m.forward_packed(pids, p, lk, c);
+      return ce(lk, plabels).loss;
+    };
+    auto grads = [&] {
+      m.params().zero_grad();
+      loss();
+      ce(lk, plabels, dlk);
+      m.backward(dlk, c);
+    };
+    check_all(m.params(), loss, grads, {}, esm1b ? "packed ESM-1b" : "packed ESM-2");
+  }
+}
+
+TEST_CASE("collate_mlm packed: the padded batch's valid rows end to end, no mask, the lengths as its packing") {
+  std::vector<samplers::MlmExample> ex(3);
+  ex[0].ids = {0, 5, 32, 2}, ex[0].labels = {-100, -100, 7, -100};
+  ex[1].ids = {0, 6, 2}, ex[1].labels = {-100, 6, -100};
+  ex[2].ids = {0, 9, 9, 32, 2}, ex[2].labels = {-100, -100, -100, 11, -100};
+  samplers::MlmBatch<cpu> padded, packed;
+  samplers::collate_mlm<cpu>(ex, {2, 0}, 1, padded);
+  samplers::collate_mlm<cpu>(ex, {2, 0}, 1, packed, true);
+  CHECK(!padded.packed);
+  CHECK(packed.packed);
+  CHECK(packed.packing.offsets() == std::vector<index_t>{0, 5, 9});
+  CHECK(packed.tokens == padded.tokens);
+  CHECK(packed.valid.numel() == 0);
+  const std::vector<std::int32_t> ids(packed.ids.data(), packed.ids.data() + 9), labels(packed.labels.data(), packed.labels.data() + 9);
+  CHECK(ids == std::vector<std::int32_t>{0, 9, 9, 32, 2, 0, 5, 32, 2});
+  CHECK(labels == std::vector<std::int32_t>{-100, -100, -100, 11, -100, -100, -100, 7, -100});
+  check_error([&] { samplers::collate_mlm<cpu>(ex, {3}, 1, packed, true); }, "row 3 outside the 3 examples");
+}
