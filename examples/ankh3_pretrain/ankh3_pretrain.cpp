@@ -159,9 +159,23 @@ int run(const Options& o, dist::Communicator& comm) {
   typename Model::Cache cache;
   Tensor<B, float> logits;
   samplers::Seq2SeqBatch<B> b;
-  auto forward = [&](nn::Pass pass) {
-    logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), cfg.vocab_size});
-    model.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, pass, b.dec_valid.cview());
+  samplers::PackedSeq2SeqBatch<B> pb;  // --packed: the sequences end to end, no padding
+  // Rows `rows` of `examples` through the model; logits become d loss / d logits when `backward`.
+  auto micro_batch = [&](const std::vector<samplers::Seq2SeqExample>& examples, const std::vector<index_t>& rows, nn::Pass pass,
+                         bool backward) {
+    objectives::MultiTaskResult r;
+    if (o.data.batching.packed) {
+      samplers::collate_packed<B>(examples, rows, pb);
+      logits.resize(Shape{1, pb.dec.tokens(), cfg.vocab_size});
+      model.forward_packed(pb.enc_ids.cview(), pb.enc, pb.dec_ids.cview(), pb.dec, logits.view(), cache, pass);
+      r = loss(logits.cview(), pb.labels.cview(), pb.dec, pb.task, backward ? logits.view() : TensorView<B, float>{});
+    } else {
+      samplers::collate<B>(examples, rows, b);
+      logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), cfg.vocab_size});
+      model.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, pass, b.dec_valid.cview());
+      r = loss(logits.cview(), b.labels.cview(), b.task, backward ? logits.view() : TensorView<B, float>{});
+    }
+    return r;
   };
   std::optional<train::ProgressBar> bar;
   if (lead) bar.emplace(o.steps, "tok/s", ts.step);
@@ -172,15 +186,15 @@ int run(const Options& o, dist::Communicator& comm) {
     double step_loss = 0;  // the optimised objective: mean over all ranks' micro-batches of their totals
     double tokens = 0;
     for (long micro = 0; micro < o.accum; ++micro) {
-      stream.next(b);
-      forward(nn::Pass::train(dp.micro_key(step, micro)));  // dropout keyed by the micro-batch's index in the whole step
-      const auto r = loss(logits.cview(), b.labels.cview(), b.task, logits.view());  // logits become d loss / d logits
+      const auto& rows = stream.next();
+      // Dropout keyed by the micro-batch's index in the whole step; logits become d loss / d logits.
+      const auto r = micro_batch(stream.pool().examples, rows, nn::Pass::train(dp.micro_key(step, micro)), true);
       if (dp.global_micro_batches() > 1) ops<B>::scale(logits.cview(), static_cast<float>(dp.loss_weight()), logits.view());
       model.backward(logits.cview(), cache);
       dp.micro_batch_done();
       sum.add(r);
       step_loss += r.total * dp.loss_weight();
-      tokens += double(b.input_tokens + b.target_tokens);
+      tokens += double(o.data.batching.packed ? pb.input_tokens + pb.target_tokens : b.input_tokens + b.target_tokens);
     }
     if (comm.size() > 1) {  // every rank's figures, folded in rank order (as one process folds its micro-batches)
       sum = train::fold_over_ranks(comm, sum, loss.tasks(), "the step's losses");
@@ -203,9 +217,7 @@ int run(const Options& o, dist::Communicator& comm) {
     if (step % o.eval_every == 0 || step == o.steps) {
       // Rank r evaluates held-out batches r, r + ranks, ...; folded in batch order, as one process would.
       const auto v = train::evaluate_shared(comm, valid.batches.size(), loss.tasks(), "the held-out losses", [&](std::size_t i) {
-        samplers::collate<B>(valid.examples, valid.batches[i], b);
-        forward(nn::Pass::eval());
-        return loss(logits.cview(), b.labels.cview(), b.task);
+        return micro_batch(valid.examples, valid.batches[i], nn::Pass::eval(), false);
       });
       auto vr = record("valid", step, v);
       for (const auto& [task, accuracy] : baseline.accuracy) vr[task + "_baseline_acc"] = accuracy;
@@ -286,7 +298,9 @@ int main(int argc, char** argv) {
   op->add_option("--clip", o.clip, "global gradient-norm limit (0 = off)")->check(non_negative());
   op->add_option("--steps", o.steps, "optimizer steps")->check(at_least(1));
   op->add_option("--accum", o.accum, "micro-batches per step")->check(at_least(1));
-  op->add_option("--token-budget", o.data.batching.token_budget, "padded input + target tokens per micro-batch")->check(at_least(1));
+  op->add_option("--token-budget", o.data.batching.token_budget, "input + target tokens per micro-batch, padding included unless --packed")
+      ->check(at_least(1));
+  op->add_flag("--packed", o.data.batching.packed, "pack each micro-batch's sequences end to end: no compute on padding");
   op->add_option("--max-rows", o.data.batching.max_rows, "sequences per micro-batch (0 = budget only)")->check(non_negative());
   op->add_option("--window", o.data.batching.window, "examples sorted by length together (0 = the whole pool)")->check(non_negative());
   train::add_run_options(*app.add_option_group("run"), o);

@@ -154,7 +154,8 @@ int run(const Options& o, dist::Communicator& comm) {
   samplers::MlmBatch<B> b, at_mask;
   auto forward = [&](nn::Pass pass) {
     logits.resize(Shape{b.ids.dim(0), b.ids.dim(1), cfg.vocab_size});
-    model.forward(b.ids.cview(), b.valid.cview(), logits.view(), cache, pass);
+    if (b.packed) model.forward_packed(b.ids.cview(), b.packing, logits.view(), cache, pass);
+    else model.forward(b.ids.cview(), b.valid.cview(), logits.view(), cache, pass);
   };
   // Held-out masked loss, accuracy and perplexity over every selected position, and the accuracy at <mask> inputs.
   // Rank r evaluates held-out batches r, r + ranks, ...; the sums are taken in batch order, as one process would.
@@ -295,7 +296,9 @@ int main(int argc, char** argv) {
   op->add_option("--clip", o.clip, "global gradient-norm limit (0 = off)")->check(non_negative());
   op->add_option("--steps", o.steps, "optimizer steps")->check(at_least(1));
   op->add_option("--accum", o.accum, "micro-batches per step")->check(at_least(1));
-  op->add_option("--token-budget", o.data.batching.token_budget, "padded tokens per micro-batch")->check(at_least(1));
+  op->add_option("--token-budget", o.data.batching.token_budget, "tokens per micro-batch, padding included unless --packed")
+      ->check(at_least(1));
+  op->add_flag("--packed", o.data.batching.packed, "pack each micro-batch's sequences end to end: no compute on padding");
   op->add_option("--max-rows", o.data.batching.max_rows, "sequences per micro-batch (0 = budget only)")->check(non_negative());
   op->add_option("--window", o.data.batching.window, "examples sorted by length together (0 = the whole pool)")->check(non_negative());
   train::add_run_options(*app.add_option_group("run"), o);
