@@ -18,6 +18,7 @@
 // threaded GEMV splits columns where the thread ranges fall; Eigen's own
 // kernel sizes its k blocks from the thread count.
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "plm/backend/cpu/common.hpp"
@@ -70,6 +71,34 @@ inline GemmPlan gemm_plan(index_t m, index_t n, index_t k, index_t batch) {
   return p;
 }
 
+// One piece straight to the BLAS with its beta, where Eigen's hook would have
+// called the BLAS anyway (rows + cols + depth >= Eigen's coefficient-based
+// threshold, 20): Eigen first zeroes or scales C and then asks the BLAS for
+// C += alpha A B, an extra pass over C that a beta of 0 does not need. The
+// BLAS computes the same sums either way. Returns false where Eigen runs it.
+// Row-major C = A B is column-major C^T = B^T A^T: the operands swap.
+template <class T>
+bool blas_piece(bool trans_a, bool trans_b, index_t rows, index_t cols, index_t depth, T alpha, const T* a, index_t lda,
+                const T* b, index_t ldb, T beta, T* c, index_t ldc) {
+#if defined(EIGEN_USE_BLAS)
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+    constexpr index_t int_max = 2147483647;
+    if (depth <= 0 || alpha == T(0) || rows + cols + depth < 20 ||
+        std::max({rows, cols, depth, lda, ldb, ldc}) > int_max)
+      return false;
+    const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+    const int m = static_cast<int>(cols), n = static_cast<int>(rows), k = static_cast<int>(depth);
+    const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    if constexpr (std::is_same_v<T, float>) sgemm_(&ta, &tb, &m, &n, &k, &alpha, b, &la, a, &lb, &beta, c, &lc);
+    else dgemm_(&ta, &tb, &m, &n, &k, &alpha, b, &la, a, &lb, &beta, c, &lc);
+    return true;
+  }
+#endif
+  (void)trans_a, (void)trans_b, (void)rows, (void)cols, (void)depth, (void)alpha, (void)a, (void)lda, (void)b, (void)ldb, (void)beta,
+      (void)c, (void)ldc;
+  return false;
+}
+
 struct cpu_gemm {
   // Strided batched GEMM on raw row-major buffers: for each b in [0, batch),
   //   C_b = alpha * op(A_b) * op(B_b) + beta * C_b,
@@ -95,16 +124,17 @@ struct cpu_gemm {
       const index_t r0 = t / p.cn * p.tm, c0 = t % p.cn * p.tn, k0 = chunk * p.kc;
       const index_t rows = std::min(p.tm, m - r0), cols = std::min(p.tn, n - c0), depth = std::min(p.kc, k - k0);
       const bool own = chunk == 0;
-      MatMap<T> cm(own ? c + i * stride_c + r0 * ldc + c0 : partial + (chunk - 1) * m * n + r0 * n + c0, rows, cols,
-                   Eigen::OuterStride<>(own ? ldc : n));
+      T* const cp = own ? c + i * stride_c + r0 * ldc + c0 : partial + (chunk - 1) * m * n + r0 * n + c0;
+      // Rows r0.. of op(A): rows of A, or columns when A is stored transposed; likewise columns c0.. of op(B).
+      const T* ai = a + i * stride_a + (trans_a ? k0 * lda + r0 : r0 * lda + k0);
+      const T* bi = b + i * stride_b + (trans_b ? c0 * ldb + k0 : k0 * ldb + c0);
+      if (blas_piece(trans_a, trans_b, rows, cols, depth, alpha, ai, lda, bi, ldb, own ? beta : T(0), cp, own ? ldc : n)) return;
+      MatMap<T> cm(cp, rows, cols, Eigen::OuterStride<>(own ? ldc : n));
       if (!own || beta == T(0))
         cm.setZero();
       else if (beta != T(1))
         cm *= beta;
       if (depth <= 0 || alpha == T(0)) return;
-      // Rows r0.. of op(A): rows of A, or columns when A is stored transposed; likewise columns c0.. of op(B).
-      const T* ai = a + i * stride_a + (trans_a ? k0 * lda + r0 : r0 * lda + k0);
-      const T* bi = b + i * stride_b + (trans_b ? c0 * ldb + k0 : k0 * ldb + c0);
       CMatMap<T> am(ai, trans_a ? depth : rows, trans_a ? rows : depth, Eigen::OuterStride<>(lda));
       CMatMap<T> bm(bi, trans_b ? cols : depth, trans_b ? depth : cols, Eigen::OuterStride<>(ldb));
       if (!trans_a && !trans_b) cm.noalias() += alpha * am * bm;
