@@ -6,7 +6,7 @@
 #include <numeric>
 #include <set>
 
-#include "ops_test_support.hpp"
+#include "nn_test_support.hpp"
 #include "plm/core/type_tag.hpp"
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/cross_entropy.hpp"
@@ -23,20 +23,6 @@ using D = double;
 using DT = Tensor<cpu, D>;
 using PS = ParameterSet<cpu, D>;
 
-
-// Checks every parameter of ps and each listed input against central differences.
-// loss() runs the forward and returns the scalar; grads() zeroes the parameter
-// gradients, runs forward + backward and fills the input gradients.
-template <class Loss, class Grads>
-void check_all(PS& ps, Loss&& loss, Grads&& grads, std::vector<std::pair<DT*, DT*>> inputs, const std::string& what) {
-  grads();
-  expect_ok(check_gradient(ps.values(), ps.grads(), loss), what + ": parameters");
-  for (std::size_t i = 0; i < inputs.size(); ++i)
-    expect_ok(check_gradient(*inputs[i].first, *inputs[i].second, loss), what + ": input " + std::to_string(i));
-}
-
-void randomize(PS& ps, std::uint64_t seed) { testing::fill_uniform<D>(ps.values(), seed, 77, -0.8, 0.8); }
-
 Tensor<cpu, std::uint8_t> padding_mask(index_t Bn, index_t Tn) {
   Tensor<cpu, std::uint8_t> m(Shape{Bn, Tn});
   for (index_t b = 0; b < Bn; ++b)
@@ -44,13 +30,6 @@ Tensor<cpu, std::uint8_t> padding_mask(index_t Bn, index_t Tn) {
   return m;
 }
 
-T5Config grad_config() {
-  T5Config c = T5Config::ankh3_tiny();
-  c.vocab_size = 11, c.d_model = 8, c.d_kv = 4, c.num_heads = 2, c.d_ff = 12;
-  c.num_layers = 2, c.num_decoder_layers = 2;
-  c.relative_attention_num_buckets = 6, c.relative_attention_max_distance = 8;
-  return c;
-}
 }  // namespace
 
 TEST_CASE("gradient: Linear (with bias), Embedding, RMSNorm, LayerNorm") {

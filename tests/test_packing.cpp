@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "ops_test_support.hpp"
+#include "nn_test_support.hpp"
 #include "plm/nn/esm.hpp"
 #include "plm/nn/t5.hpp"
 #include "plm/objectives/cross_entropy.hpp"
@@ -16,7 +16,6 @@
 using namespace plm;
 using namespace plm::nn;
 using namespace plm::test;
-using plm::testing::check_gradient;
 using plm::testing::dot;
 
 namespace {
@@ -24,23 +23,6 @@ using D = double;
 using DT = Tensor<cpu, D>;
 using PS = ParameterSet<cpu, D>;
 
-void randomize(PS& ps, std::uint64_t seed) { testing::fill_uniform<D>(ps.values(), seed, 77, -0.8, 0.8); }
-
-template <class Loss, class Grads>
-void check_all(PS& ps, Loss&& loss, Grads&& grads, std::vector<std::pair<DT*, DT*>> inputs, const std::string& what) {
-  grads();
-  expect_ok(check_gradient(ps.values(), ps.grads(), loss), what + ": parameters");
-  for (std::size_t i = 0; i < inputs.size(); ++i)
-    expect_ok(check_gradient(*inputs[i].first, *inputs[i].second, loss), what + ": input " + std::to_string(i));
-}
-
-T5Config small_config() {
-  T5Config c = T5Config::ankh3_tiny();
-  c.vocab_size = 11, c.d_model = 8, c.d_kv = 4, c.num_heads = 2, c.d_ff = 12;
-  c.num_layers = 2, c.num_decoder_layers = 2;
-  c.relative_attention_num_buckets = 6, c.relative_attention_max_distance = 8;
-  return c;
-}
 
 DT copy_of(ConstView<cpu, D> v) {
   DT t(v.shape());
@@ -183,7 +165,7 @@ TEST_CASE("packed rotary self-attention equals padded, outputs and gradients") {
 }
 
 TEST_CASE("T5 / Ankh3 on a packed batch: the same loss, logits and gradients as padded, and finite differences") {
-  const T5Config c = small_config();
+  const T5Config c = grad_config();
   Ankh3Model<cpu, D> m(c, 5);
   randomize(m.params(), 6);
   // Three examples of different source and target lengths, two tasks.
