@@ -22,16 +22,11 @@
 #include <plm/samplers/pretrain_stream.hpp>
 #include <plm/train/flops.hpp>
 
-#include "peer.hpp"
+#include "real_batches.hpp"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <string>
-#include <unistd.h>
 #include <vector>
 
 #ifndef PLM_EXAMPLE_DATA_DIR
@@ -39,15 +34,10 @@
 #endif
 
 using namespace plm;
+using bench_real::Options;
+using bench_real::Timing;
 
 namespace {
-
-struct Args {
-  int width = 256, threads = 2, passes = 3;
-  index_t batches = 6, budget = 4096, max_length = 512;
-  std::string peer = "python3 benchmarks/ankh3_real_step_hf.py", keep;
-  bool use_peer = true, compile = true, padded = true;
-};
 
 // Ankh3 blocks (gated silu, RMS norm, relative buckets), 4 encoder and 2 decoder layers.
 nn::T5Config config_of(int width, std::int32_t vocab) {
@@ -75,7 +65,7 @@ double real_flops(const nn::T5Config& c, const std::vector<Batch>& batches) {
 }
 
 // The first k training batches of the pre-training stream.
-std::vector<Batch> real_batches(const Args& a, const data::Vocabulary& vocab) {
+std::vector<Batch> real_batches(const Options& a, const data::Vocabulary& vocab) {
   samplers::PretrainStreamOptions so;
   so.train = std::string(PLM_EXAMPLE_DATA_DIR) + "/swissprot_families.fasta.gz";
   so.fasta.min_length = 20, so.fasta.max_length = a.max_length;
@@ -103,31 +93,8 @@ std::vector<Batch> real_batches(const Args& a, const data::Vocabulary& vocab) {
   return out;
 }
 
-// The batches as JSON Lines for the peer: {"inputs": [[...], ...], "targets": [[...], ...]} per batch.
-void write_batches(const std::vector<Batch>& batches, const std::string& path) {
-  std::ofstream f(path);
-  PLM_CHECK(f.good(), "ankh3_real_step: cannot write ", path);
-  for (const auto& b : batches) {
-    nlohmann::json j = {{"inputs", nlohmann::json::array()}, {"targets", nlohmann::json::array()}};
-    for (const auto& e : b.examples) j["inputs"].push_back(e.inputs), j["targets"].push_back(e.targets);
-    f << j.dump() << '\n';
-  }
-  f.close();
-  PLM_CHECK(f.good(), "ankh3_real_step: writing ", path, " failed");
-}
-
-struct Timing {
-  double median = 0, min = 0, max = 0;
-};
-
-Timing time_passes(const std::vector<double>& t) {
-  std::vector<double> s = t;
-  std::sort(s.begin(), s.end());
-  return {bench_peer::median(s), s.front(), s.back()};
-}
-
 // Median (min, max) seconds of one pass of plm over the batches, packed or padded.
-Timing plm_passes(const Args& a, const nn::T5Config& c, const std::vector<Batch>& batches, const std::vector<std::int32_t>& residues,
+Timing plm_passes(const Options& a, const nn::T5Config& c, const std::vector<Batch>& batches, const std::vector<std::int32_t>& residues,
                   bool packed) {
   nn::Ankh3Model<cpu, float> model(c, 1);
   optim::AdamW<cpu, float> opt(model.params());
@@ -158,16 +125,10 @@ Timing plm_passes(const Args& a, const nn::T5Config& c, const std::vector<Batch>
     model.backward(logits, cache);
     opt.step(1e-4);
   };
-  std::vector<double> t;
-  for (int p = -1; p < a.passes; ++p) {  // pass -1 warms up: sizes every workspace
-    const auto t0 = std::chrono::steady_clock::now();
-    for (std::size_t k = 0; k < batches.size(); ++k) step(k);
-    if (p >= 0) t.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return time_passes(t);
+  return bench_real::time_passes(a.passes, batches.size(), step);
 }
 
-int bench(const Args& a) {
+int bench(const Options& a) {
   const data::Vocabulary vocab = data::Vocabulary::ankh3();
   const nn::T5Config c = config_of(a.width, vocab.size());
   const auto batches = real_batches(a, vocab);
@@ -180,79 +141,29 @@ int bench(const Args& a) {
               "%lld padded (%.1f%% padding when padded to the longest)\n",
               (long long)batches.size(), (long long)a.max_length, (long long)a.budget, (long long)rows, (long long)real,
               (long long)padded, 100.0 * double(padded - real) / double(padded));
-  const double flops = real_flops(c, batches);
-  std::printf("model FLOPs per pass on the real tokens: %.1f G\n", flops * 1e-9);
-  std::printf("| implementation | s/pass median (min-max), %d passes | real tokens/s | GFLOP/s (real tokens) | plm packed speed-up |\n"
-              "|---|---:|---:|---:|---:|\n",
-              a.passes);
-  const Timing mine = plm_passes(a, c, batches, vocab.residue_ids(), true);
-  auto row = [&](const char* name, const Timing& t) {
-    std::printf("| %s | %.3f (%.3f-%.3f) | %.0f | %.1f | %.2fx |\n", name, t.median, t.min, t.max, double(real) / t.median,
-                flops / t.median * 1e-9, t.median / mine.median);
-    std::fflush(stdout);
-  };
-  row("plm, packed", mine);
-  if (a.padded) row("plm, padded to the longest", plm_passes(a, c, batches, vocab.residue_ids(), false));
+  bench_real::Table table(double(real), real_flops(c, batches), a.passes);
+  table.row("plm, packed", plm_passes(a, c, batches, vocab.residue_ids(), true));
+  if (a.padded) table.row("plm, padded to the longest", plm_passes(a, c, batches, vocab.residue_ids(), false));
   if (!a.use_peer) return 0;
-  const std::string file = a.keep.empty() ? (std::filesystem::temp_directory_path() / ("ankh3_real_step." + std::to_string(getpid()) + ".jsonl")).string() : a.keep;
-  write_batches(batches, file);
   char args[1024];
   std::snprintf(args, sizeof args,
                 " --d_model %lld --d_kv %lld --d_ff %lld --num_heads %lld --num_layers %lld --num_decoder_layers %lld"
                 " --vocab_size %lld --num_buckets %lld --max_distance %lld --threads %d --passes %d --warmup_passes 1"
-                " --feed_forward_proj %s --batches '%s'",
+                " --feed_forward_proj %s",
                 (long long)c.d_model, (long long)c.d_kv, (long long)c.d_ff, (long long)c.num_heads, (long long)c.num_layers,
                 (long long)c.num_decoder_layers, (long long)c.vocab_size, (long long)c.relative_attention_num_buckets,
-                (long long)c.relative_attention_max_distance, a.threads, a.passes, c.feed_forward_proj.c_str(), file.c_str());
-  for (const bool compiled : {false, true}) {
-    if (compiled && !a.compile) break;
-    const std::string out = bench_peer::peer_output(a.peer + args + (compiled ? " --compile" : ""), "ankh3_real_step");
-    if (out.empty()) continue;
-    const nlohmann::json j = nlohmann::json::parse(out.substr(out.find('{')));
-    const Timing t{j.at("median_s").get<double>(), j.at("min_s").get<double>(), j.at("max_s").get<double>()};
-    row(compiled ? "HF transformers, torch.compile, padded" : "HF transformers, eager, padded", t);
-    if (!compiled)
-      std::printf("peer: torch %s, transformers %s, attention %s\n", j.value("torch", "?").c_str(), j.value("transformers", "?").c_str(),
-                  j.value("attention", "?").c_str());
-  }
-  if (a.keep.empty()) std::filesystem::remove(file);
+                (long long)c.relative_attention_max_distance, a.threads, a.passes, c.feed_forward_proj.c_str());
+  const auto write = bench_real::json_lines(batches, "inputs", [](const auto& e) { return e.inputs; }, "targets",
+                                             [](const auto& e) { return e.targets; });
+  bench_real::run_peers(a, "ankh3_real_step", args, write, table);
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    auto next = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (arg == "--width") a.width = std::atoi(next().c_str());
-    else if (arg == "--threads") a.threads = std::atoi(next().c_str());
-    else if (arg == "--batches") a.batches = std::atoll(next().c_str());
-    else if (arg == "--budget") a.budget = std::atoll(next().c_str());
-    else if (arg == "--max-length") a.max_length = std::atoll(next().c_str());
-    else if (arg == "--passes") a.passes = std::atoi(next().c_str());
-    else if (arg == "--peer") a.peer = next();
-    else if (arg == "--no-peer") a.use_peer = false;
-    else if (arg == "--no-compile") a.compile = false;
-    else if (arg == "--no-padded") a.padded = false;
-    else if (arg == "--keep") a.keep = next();
-    else {
-      std::fprintf(stderr,
-                   "usage: %s [--width 256|768] [--threads N] [--batches K] [--budget TOKENS] [--max-length L] [--passes P]\n"
-                   "          [--peer CMD] [--no-peer] [--no-compile] [--no-padded] [--keep FILE]\n",
-                   argv[0]);
-      return 2;
-    }
-  }
-  try {
-    PLM_CHECK(a.threads > 0 && a.batches > 0 && a.budget > 0 && a.max_length > 0 && a.passes > 0,
-              "ankh3_real_step: --threads, --batches, --budget, --max-length and --passes must be positive");
-    set_num_threads(a.threads);
-    if (const std::string w = blas_kernel_warning(); !w.empty()) std::fprintf(stderr, "%s\n", w.c_str());
-    return bench(a);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s\n", e.what());
-    return 1;
-  }
+  Options a;
+  a.width = 256;
+  a.peer = "python3 benchmarks/ankh3_real_step_hf.py";
+  return bench_real::run_main(argc, argv, a, "256|768", bench);
 }
