@@ -239,6 +239,38 @@ TEST_CASE("T5 / Ankh3 on a packed batch: the same loss, logits and gradients as 
   check_error([&] { loss_fn(lk, packed.labels, packed.dec, {0, 1}); }, "2 task ids for 3 packed sequences");
 }
 
+TEST_CASE("gradient: packed Ankh3 model in a training pass with dropout (probabilities, residual branches, feed-forward)") {
+  T5Config c = grad_config();
+  c.dropout_rate = 0.2;
+  Ankh3Model<cpu, D> m(c, 3);
+  randomize(m.params(), 4);
+  const Packing src({5, 2, 4}), dec({3, 1, 2});
+  Tensor<cpu, std::int32_t> ids(Shape{1, src.tokens()}), dids(Shape{1, dec.tokens()}), labels(Shape{1, dec.tokens()});
+  Philox rng(6);
+  for (index_t i = 0; i < ids.numel(); ++i) ids.data()[i] = 3 + static_cast<std::int32_t>(rng.below(8));
+  for (index_t i = 0; i < dids.numel(); ++i) dids.data()[i] = 3 + static_cast<std::int32_t>(rng.below(8));
+  for (index_t i = 0; i < labels.numel(); ++i) labels.data()[i] = 3 + static_cast<std::int32_t>(rng.below(8));
+  const objectives::CrossEntropy<cpu, D> ce(-100);
+  Ankh3Model<cpu, D>::Cache cache;
+  DT logits(Shape{1, dec.tokens(), c.vocab_size}), dl(logits.shape());
+  const Pass pass = Pass::train(77);
+  auto loss = [&] {
+    m.forward_packed(ids, src, dids, dec, logits, cache, pass);
+    return ce(logits, labels).loss;
+  };
+  auto grads = [&] {
+    m.params().zero_grad();
+    loss();
+    ce(logits, labels, dl);
+    m.backward(dl, cache);
+  };
+  check_all(m.params(), loss, grads, {}, "packed Ankh3 with dropout");
+  // Dropout is on: a training pass differs from an evaluation pass.
+  const double train_loss = loss();
+  m.forward_packed(ids, src, dids, dec, logits, cache);
+  CHECK(std::abs(ce(logits, labels).loss - train_loss) > 1e-6);
+}
+
 TEST_CASE("packed batches: the token budget counts real tokens, every example once, fewer steps than padded") {
   Philox rng(3);
   std::vector<index_t> in, out;
