@@ -59,7 +59,7 @@ class Attention {
     // Packed input: the packing of the last forward (owned by the caller's
     // cache), and the rotary tables of the query and key tokens (N, D/2).
     const AttentionPacking* packed = nullptr;
-    Tensor<B, T> cos_q, sin_q, cos_k, sin_k;
+    Tensor<B, T> cos_q, sin_q, cos_k, sin_k;  // cos_k, sin_k: only when the keys are packed otherwise
     DropoutKey key;
     // backward workspaces
     Tensor<B, T> d_ctx, d_ctx_h, d_probs, d_q, d_k, d_v, d_lin;
@@ -206,14 +206,9 @@ class Attention {
                 " heads over ", pk.pairs(), " (query, key) pairs need ", H * pk.pairs());
     if (s_.rotary_base > 0) {
       packed_rotary_table(pk.q, c.cos_q, c.sin_q, c);
+      if (pk.k != pk.q) packed_rotary_table(pk.k, c.cos_k, c.sin_k, c);  // self-attention: the keys use the queries' table
       ops<B>::rotary(c.q.cview(), c.cos_q.cview(), c.sin_q.cview(), c.q.view());
-      if (&pk.k != &pk.q && pk.k != pk.q) {
-        packed_rotary_table(pk.k, c.cos_k, c.sin_k, c);
-      } else {
-        c.cos_k = c.cos_q.clone();
-        c.sin_k = c.sin_q.clone();
-      }
-      ops<B>::rotary(c.k.cview(), c.cos_k.cview(), c.sin_k.cview(), c.k.view());
+      ops<B>::rotary(c.k.cview(), key_table(c.cos_q, c.cos_k, pk), key_table(c.sin_q, c.sin_k, pk), c.k.view());
     }
     c.probs.resize(Shape{H * pk.pairs()});
     const T *q = c.q.data(), *k = c.k.data(), *v = c.v.data();
@@ -284,8 +279,13 @@ class Attention {
     }
     if (s_.rotary_base > 0) {
       ops<B>::rotary(c.d_q.cview(), c.cos_q.cview(), c.sin_q.cview(), c.d_q.view(), true);
-      ops<B>::rotary(c.d_k.cview(), c.cos_k.cview(), c.sin_k.cview(), c.d_k.view(), true);
+      ops<B>::rotary(c.d_k.cview(), key_table(c.cos_q, c.cos_k, pk), key_table(c.sin_q, c.sin_k, pk), c.d_k.view(), true);
     }
+  }
+
+  // The keys' rotary table: the queries' one when both are the same packing.
+  static ConstView<B, T> key_table(const Tensor<B, T>& q_table, const Tensor<B, T>& k_table, const AttentionPacking& pk) {
+    return pk.k == pk.q ? q_table.cview() : k_table.cview();
   }
 
   // The rotary table row of each packed token: its position within its sequence.
