@@ -24,6 +24,7 @@
 #include "plm/samplers/negatives.hpp"
 #include "plm/samplers/mlm_stream.hpp"
 #include "plm/samplers/pretrain_stream.hpp"
+#include "plm/train/seq2seq_step.hpp"
 #include "plm/train/task_model.hpp"
 #include "plm/train/variant_effects.hpp"
 

@@ -12,6 +12,7 @@
 #include "plm/objectives/multitask.hpp"
 #include "plm/samplers/batching.hpp"
 #include "plm/samplers/mlm.hpp"
+#include "plm/train/seq2seq_step.hpp"
 
 using namespace plm;
 using namespace plm::nn;
@@ -224,6 +225,15 @@ TEST_CASE("T5 / Ankh3 on a packed batch: the same loss, logits and gradients as 
     m.backward(dlk, cache);
   };
   check_all(ps, loss, grads, {}, "packed Ankh3 model + MultiTask");
+
+  // train::Seq2SeqStep, the loop's piece, gives the same figures packed and padded.
+  train::Seq2SeqStep<cpu, D, Ankh3Model<cpu, D>> packed_step(true), padded_step(false);
+  const auto sk = packed_step.run(m, loss_fn, ex, {0, 1, 2}, Pass::eval(), true);
+  const auto sp = padded_step.run(m, loss_fn, ex, {0, 1, 2}, Pass::eval(), true);
+  CHECK(std::abs(sk.total - rp.total) < 1e-13);
+  CHECK(std::abs(sp.total - rp.total) < 1e-13);
+  CHECK(packed_step.tokens() == packed.input_tokens + packed.target_tokens);
+  CHECK(max_rel_diff<D, D>(packed_step.logits(), dlk) < 1e-13);  // d loss / d logits, as the loss wrote it above
 
   // The encoder alone on packed sources equals the padded encoder's valid rows.
   DT ep(Shape{padded.rows(), padded.enc_ids.dim(1), c.d_model}), ek(Shape{1, packed.enc.tokens(), c.d_model});

@@ -25,6 +25,7 @@
 #include <plm/train/metrics.hpp>
 #include <plm/train/progress.hpp>
 #include <plm/train/run_directory.hpp>
+#include <plm/train/seq2seq_step.hpp>
 
 #include <chrono>
 #include <cstdio>
@@ -156,27 +157,8 @@ int run(const Options& o, dist::Communicator& comm) {
   // Appended to; with --resume first cut back to the checkpoint's step (lines of a run killed before its first checkpoint too).
   train::MetricsLog metrics = lead ? train::MetricsLog(metrics_path, o.resume ? ts.step : -1) : train::MetricsLog();
 
-  typename Model::Cache cache;
-  Tensor<B, float> logits;
-  samplers::Seq2SeqBatch<B> b;
-  samplers::PackedSeq2SeqBatch<B> pb;  // --packed: the sequences end to end, no padding
-  // Rows `rows` of `examples` through the model; logits become d loss / d logits when `backward`.
-  auto micro_batch = [&](const std::vector<samplers::Seq2SeqExample>& examples, const std::vector<index_t>& rows, nn::Pass pass,
-                         bool backward) {
-    objectives::MultiTaskResult r;
-    if (o.data.batching.packed) {
-      samplers::collate_packed<B>(examples, rows, pb);
-      logits.resize(Shape{1, pb.dec.tokens(), cfg.vocab_size});
-      model.forward_packed(pb.enc_ids.cview(), pb.enc, pb.dec_ids.cview(), pb.dec, logits.view(), cache, pass);
-      r = loss(logits.cview(), pb.labels.cview(), pb.dec, pb.task, backward ? logits.view() : TensorView<B, float>{});
-    } else {
-      samplers::collate<B>(examples, rows, b);
-      logits.resize(Shape{b.dec_ids.dim(0), b.dec_ids.dim(1), cfg.vocab_size});
-      model.forward(b.enc_ids.cview(), b.enc_valid.cview(), b.dec_ids.cview(), logits.view(), cache, pass, b.dec_valid.cview());
-      r = loss(logits.cview(), b.labels.cview(), b.task, backward ? logits.view() : TensorView<B, float>{});
-    }
-    return r;
-  };
+  // Micro-batches collated (packed with --packed), through the model and the loss.
+  train::Seq2SeqStep<B, float, Model> micro_batch(o.data.batching.packed);
   std::optional<train::ProgressBar> bar;
   if (lead) bar.emplace(o.steps, "tok/s", ts.step);
   ps.zero_grad();
@@ -188,13 +170,14 @@ int run(const Options& o, dist::Communicator& comm) {
     for (long micro = 0; micro < o.accum; ++micro) {
       const auto& rows = stream.next();
       // Dropout keyed by the micro-batch's index in the whole step; logits become d loss / d logits.
-      const auto r = micro_batch(stream.pool().examples, rows, nn::Pass::train(dp.micro_key(step, micro)), true);
-      if (dp.global_micro_batches() > 1) ops<B>::scale(logits.cview(), static_cast<float>(dp.loss_weight()), logits.view());
-      model.backward(logits.cview(), cache);
+      const auto r = micro_batch.run(model, loss, stream.pool().examples, rows, nn::Pass::train(dp.micro_key(step, micro)), true);
+      Tensor<B, float>& dlogits = micro_batch.logits();
+      if (dp.global_micro_batches() > 1) ops<B>::scale(dlogits.cview(), static_cast<float>(dp.loss_weight()), dlogits.view());
+      model.backward(dlogits.cview(), micro_batch.cache());
       dp.micro_batch_done();
       sum.add(r);
       step_loss += r.total * dp.loss_weight();
-      tokens += double(o.data.batching.packed ? pb.input_tokens + pb.target_tokens : b.input_tokens + b.target_tokens);
+      tokens += double(micro_batch.tokens());
     }
     if (comm.size() > 1) {  // every rank's figures, folded in rank order (as one process folds its micro-batches)
       sum = train::fold_over_ranks(comm, sum, loss.tasks(), "the step's losses");
@@ -217,7 +200,7 @@ int run(const Options& o, dist::Communicator& comm) {
     if (step % o.eval_every == 0 || step == o.steps) {
       // Rank r evaluates held-out batches r, r + ranks, ...; folded in batch order, as one process would.
       const auto v = train::evaluate_shared(comm, valid.batches.size(), loss.tasks(), "the held-out losses", [&](std::size_t i) {
-        return micro_batch(valid.examples, valid.batches[i], nn::Pass::eval(), false);
+        return micro_batch.run(model, loss, valid.examples, valid.batches[i], nn::Pass::eval(), false);
       });
       auto vr = record("valid", step, v);
       for (const auto& [task, accuracy] : baseline.accuracy) vr[task + "_baseline_acc"] = accuracy;
