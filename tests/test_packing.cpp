@@ -58,14 +58,20 @@ TEST_CASE("Packing: offsets, positions, attention blocks, errors") {
   check_error([&] { AttentionPacking(p, Packing({2, 2})); }, "3 query sequences but 2 key sequences");
 }
 
-TEST_CASE("gradient: packed self-attention (bias blocks, causal, rotary, extra probability gradient) and cross-attention") {
+TEST_CASE("gradient: packed self-attention (bias blocks, causal, rotary, dropout, extra probability gradient) and cross-attention") {
   const Packing p({4, 1, 3});
   const AttentionPacking self = AttentionPacking::self(p);
-  for (int variant = 0; variant < 4; ++variant) {
+  // Blockwise (the default) and with the probabilities kept; variant 2 reads
+  // them, so it needs them kept; variant 4 drops probabilities in a training pass.
+  for (int variant = 0; variant < 5; ++variant)
+  for (const bool keep : {false, true}) {
+    if (variant == 2 && !keep) continue;
+    CAPTURE(variant);
+    CAPTURE(keep);
     AttentionShape s{6, 2, 4, 0.7};
     if (variant == 3) s.rotary_base = 10000, s.bias = true;
     PS ps;
-    Attention<cpu, D> attn(ps, "attn", s);
+    Attention<cpu, D> attn(ps, "attn", s, 1.0, variant == 4 ? 0.3 : 0.0);
     ps.allocate();
     randomize(ps, 4 + variant);
     DT x = random_tensor<D>(Shape{1, p.tokens(), 6}, 1), bias = random_tensor<D>(Shape{2 * self.pairs()}, 2);
@@ -73,11 +79,15 @@ TEST_CASE("gradient: packed self-attention (bias blocks, causal, rotary, extra p
     SoftmaxMask<cpu, D> m;
     m.packed = &self;
     if (variant < 3) m.bias = bias;
-    m.causal = variant == 1 || variant == 2;
+    m.causal = variant == 1 || variant == 2 || variant == 4;
     const bool extra = variant == 2;
     Attention<cpu, D>::Cache c;
+    c.keep_probs = keep;
+    const DropoutKey key = DropoutKey::of(variant == 4 ? Pass::train(77) : Pass::eval());
     auto loss = [&] {
-      attn.forward(x, x, m, out, c);
+      attn.forward(x, x, m, out, c, key);
+      CHECK(c.blockwise == !keep);
+      CHECK(c.probs.empty() == !keep);
       return dot<D>(out, r) + (extra ? dot<D>(c.probs, rp) : 0.0);
     };
     DT dx(x.shape()), dbias(bias.shape());
@@ -90,7 +100,7 @@ TEST_CASE("gradient: packed self-attention (bias blocks, causal, rotary, extra p
     };
     std::vector<std::pair<DT*, DT*>> inputs{{&x, &dx}};
     if (variant < 3) inputs.push_back({&bias, &dbias});
-    check_all(ps, loss, grads, inputs, "packed self-attention variant " + std::to_string(variant));
+    check_all(ps, loss, grads, inputs, "packed self-attention variant " + std::to_string(variant) + (keep ? ", probabilities kept" : ""));
   }
   // Cross-attention: 3 query sequences against 3 key sequences of other lengths.
   const Packing kp({2, 5, 1});
@@ -121,6 +131,93 @@ TEST_CASE("gradient: packed self-attention (bias blocks, causal, rotary, extra p
   const AttentionPacking bad = AttentionPacking::self(wrong);
   m.packed = &bad;
   check_error([&] { attn.forward(xq, xq, m, out, c); }, "the packing holds 4 and 4 tokens");
+}
+
+// Lengths that cross the blockwise op's query (64) and key (256) blocks: the
+// online softmax, the causal block ends and the dropout draws of later blocks.
+template <class T>
+void blockwise_matches_kept(double tol) {
+  using TT = Tensor<cpu, T>;
+  const Packing qp({300, 70, 1, 129}), kp({300, 70, 1, 129}), cq({65, 3, 260, 2}), ck({270, 1, 64, 5});
+  struct Case {
+    const Packing *q, *k;
+    bool causal, bias, rotary;
+    double dropout;
+  };
+  for (const Case& cs : {Case{&qp, &kp, false, true, false, 0.0}, Case{&qp, &kp, true, true, false, 0.2},
+                         Case{&qp, &kp, true, false, true, 0.0}, Case{&cq, &ck, false, false, false, 0.1},
+                         Case{&cq, &ck, true, true, false, 0.0}}) {  // causal with Lk < Lq: rows that see no key
+    CAPTURE(cs.causal);
+    CAPTURE(cs.dropout);
+    const AttentionPacking pk(*cs.q, *cs.k);
+    AttentionShape s{12, 3, 4, 0.6};
+    if (cs.rotary) s.rotary_base = 10000, s.bias = true;
+    nn::ParameterSet<cpu, T> ps;
+    Attention<cpu, T> attn(ps, "attn", s, 1.0, cs.dropout);
+    ps.allocate();
+    std::uint64_t stream = 0;
+    const auto fill = [&](TensorView<cpu, T> t) { plm::testing::fill_uniform<T>(t, 5, ++stream, -0.8, 0.8); };
+    fill(ps.values());
+    TT xq(Shape{1, pk.q.tokens(), 12}), xk(Shape{1, pk.k.tokens(), 12}), r(xq.shape()), bias(Shape{3 * pk.pairs()});
+    fill(xq), fill(xk), fill(r), fill(bias);
+    SoftmaxMask<cpu, T> m;
+    m.packed = &pk;
+    m.causal = cs.causal;
+    if (cs.bias) m.bias = bias;
+    const DropoutKey key = DropoutKey::of(Pass::train(11)).in_layer(2);
+    std::vector<TT> results;
+    for (const bool keep : {false, true}) {
+      typename Attention<cpu, T>::Cache c;
+      c.keep_probs = keep;
+      TT out(xq.shape()), dxq(xq.shape()), dxk(xk.shape()), dbias(bias.shape());
+      ops<cpu>::fill<T>(dxk, T(0));
+      ops<cpu>::fill<T>(dbias, T(0));
+      ps.zero_grad();
+      attn.forward(xq, xk, m, out, c, key);
+      attn.backward(xq, xk, r, dxq, dxk, cs.bias ? TensorView<cpu, T>(dbias) : TensorView<cpu, T>{}, c);
+      results.push_back(std::move(out));
+      results.push_back(std::move(dxq));
+      results.push_back(std::move(dxk));
+      results.push_back(std::move(dbias));
+      TT grads(ps.grads().shape());
+      ops<cpu>::copy<T>(ps.grads(), grads);
+      results.push_back(std::move(grads));
+    }
+    const std::size_t half = results.size() / 2;
+    for (std::size_t i = 0; i < half; ++i) {
+      const TT &a = results[i], &b = results[half + i];
+      REQUIRE(a.numel() == b.numel());
+      double diff = 0, scale = 0;
+      for (index_t j = 0; j < a.numel(); ++j) {
+        diff = std::max(diff, std::abs(static_cast<double>(a.data()[j]) - static_cast<double>(b.data()[j])));
+        scale = std::max(scale, std::abs(static_cast<double>(b.data()[j])));
+      }
+      CAPTURE(i);
+      CHECK(diff <= tol * std::max(scale, 1.0));
+    }
+  }
+}
+
+TEST_CASE("blockwise packed attention equals the kept-probabilities path across block edges (double and float)") {
+  blockwise_matches_kept<double>(1e-12);
+  blockwise_matches_kept<float>(2e-5);
+}
+
+TEST_CASE("blockwise packed attention: no probabilities to read, and a gradient on them is refused by name") {
+  const Packing p({3, 2});
+  const AttentionPacking pk = AttentionPacking::self(p);
+  PS ps;
+  Attention<cpu, D> attn(ps, "attn", AttentionShape{4, 2, 2, 1.0});
+  ps.allocate();
+  randomize(ps, 1);
+  DT x = random_tensor<D>(Shape{1, 5, 4}, 1), out(x.shape()), dx(x.shape()), extra(Shape{2 * pk.pairs()});
+  SoftmaxMask<cpu, D> m;
+  m.packed = &pk;
+  Attention<cpu, D>::Cache c;
+  attn.forward(x, x, m, out, c);
+  CHECK(c.probs.empty());
+  CHECK(c.lse.shape() == Shape{2, 5});
+  check_error([&] { attn.backward(x, x, out, dx, dx, {}, c, extra); }, "set Cache::keep_probs");
 }
 
 TEST_CASE("packed rotary self-attention equals padded, outputs and gradients") {

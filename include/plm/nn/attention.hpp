@@ -11,14 +11,19 @@
 // all tokens at once, the scores, softmax and context per sequence and head,
 // and the probabilities are the per-sequence blocks (H, Lq_i, Lk_i) end to end
 // (a flat tensor of H * pairs values).
-// The attention probabilities stay in the cache, so a caller can read them
-// (attention-space losses) and hand an extra gradient on them to backward().
+// Padded input keeps the attention probabilities in the cache, so a caller can
+// read them (attention-space losses) and hand an extra gradient on them to
+// backward(). Packed input runs blockwise instead (backend/blockwise_attention.hpp):
+// scores exist one block at a time, the backward recomputes them from each
+// query's saved log-sum-exp, and no (H, Lq_i, Lk_i) tensor is kept, unless the
+// cache asks for the probabilities (Cache::keep_probs).
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "plm/backend/blockwise_attention.hpp"
 #include "plm/backend/ops.hpp"
 #include "plm/backend/softmax_mask.hpp"
 #include "plm/nn/dropout.hpp"
@@ -61,6 +66,14 @@ class Attention {
     const AttentionPacking* packed = nullptr;
     Tensor<B, T> cos_q, sin_q, cos_k, sin_k;  // cos_k, sin_k: only when the keys are packed otherwise
     DropoutKey key;
+    // Packed input: true keeps the probabilities (a loss reads them, or adds a
+    // gradient on them); false (the default) runs blockwise and keeps only
+    // lse (H, Nq), each query row's log-sum-exp.
+    bool keep_probs = false;
+    bool blockwise = false;  // how the last forward ran
+    Tensor<B, T> lse;
+    const T* bias_seen = nullptr;  // the blockwise forward's bias (the caller keeps it until backward) and causal rule
+    bool causal_seen = false;
     // backward workspaces
     Tensor<B, T> d_ctx, d_ctx_h, d_probs, d_q, d_k, d_v, d_lin;
   };
@@ -107,6 +120,7 @@ class Attention {
     split_heads(c.k_lin, c.k, Tk);
     split_heads(c.v_lin, c.v, Tk);
     c.packed = mask.packed;
+    c.blockwise = false;
     if (mask.packed) return forward_packed(mask, out, c, key);
     if (s_.rotary_base > 0) {  // q and k turned in place; the scores use the turned ones
       rotary_table(std::max(Tq, Tk), c);
@@ -210,6 +224,15 @@ class Attention {
       ops<B>::rotary(c.q.cview(), c.cos_q.cview(), c.sin_q.cview(), c.q.view());
       ops<B>::rotary(c.k.cview(), key_table(c.cos_q, c.cos_k, pk), key_table(c.sin_q, c.sin_k, pk), c.k.view());
     }
+    if (!c.keep_probs) {  // blockwise: no probability tensor
+      c.blockwise = true;
+      c.probs = Tensor<B, T>();
+      c.probs_dropped = Tensor<B, T>();
+      c.ctx_h.resize(Shape{1, H, Nq, D});
+      c.lse.resize(Shape{H, Nq});
+      ops<B>::blockwise_attention(blockwise_args(mask.bias.data(), mask.causal, c), c.ctx_h.data(), c.lse.data());
+      return project_out(out, c);
+    }
     c.probs.resize(Shape{H * pk.pairs()});
     const T *q = c.q.data(), *k = c.k.data(), *v = c.v.data();
     T* probs = c.probs.data();
@@ -243,11 +266,21 @@ class Attention {
   void backward_packed(TensorView<B, T> dbias, Cache& c, ConstView<B, T> d_probs_extra) const {
     const AttentionPacking& pk = *c.packed;
     const index_t Nq = c.q.dim(2), Nk = c.k.dim(2), H = s_.heads, D = s_.d_head;
-    const Tensor<B, T>& p = dropout_.active(c.key) ? c.probs_dropped : c.probs;
-    c.d_probs.resize(c.probs.shape());
     c.d_v.resize(Shape{1, H, Nk, D});
     c.d_q.resize(Shape{1, H, Nq, D});
     c.d_k.resize(Shape{1, H, Nk, D});
+    if (!dbias.empty())
+      PLM_CHECK(dbias.numel() == H * pk.pairs(), "Attention: packed dbias of ", dbias.numel(), " values must match the ", H,
+                " heads over ", pk.pairs(), " (query, key) pairs (", H * pk.pairs(), ")");
+    if (c.blockwise) {
+      PLM_CHECK(d_probs_extra.empty(), "Attention: a gradient on the probabilities was given, but the packed forward ran blockwise "
+                "and kept none; set Cache::keep_probs on this layer's cache before the forward");
+      ops<B>::blockwise_attention_backward(blockwise_args(c.bias_seen, c.causal_seen, c), c.ctx_h.data(), c.lse.data(),
+                                           c.d_ctx_h.data(), c.d_q.data(), c.d_k.data(), c.d_v.data(), dbias.data());
+      return rotate_back_packed(c, pk);
+    }
+    const Tensor<B, T>& p = dropout_.active(c.key) ? c.probs_dropped : c.probs;
+    c.d_probs.resize(c.probs.shape());
     const T *q = c.q.data(), *k = c.k.data(), *v = c.v.data(), *dctx = c.d_ctx_h.data();
     T* dp = c.d_probs.data();
     for (index_t i = 0; i < pk.sequences(); ++i) {  // dP = dctx V^T, dV = P^T dctx
@@ -263,9 +296,6 @@ class Attention {
                 " values must match the packed probabilities' ", c.probs.numel());
       ops<B>::axpy(T(1), d_probs_extra.reshape(c.probs.shape()), c.d_probs.view());
     }
-    if (!dbias.empty())
-      PLM_CHECK(dbias.numel() == c.probs.numel(), "Attention: packed dbias of ", dbias.numel(), " values must match the probabilities' ",
-                c.probs.numel());
     for (index_t i = 0; i < pk.sequences(); ++i) {  // dS, then dQ = dS K, dK = dS^T Q
       const Block b = block_of(pk, i, H);
       const Shape blk{1, H, b.lq, b.lk};
@@ -277,10 +307,36 @@ class Attention {
       ops<B>::gemm_strided_batched(true, false, b.lk, D, b.lq, T(1), dp + b.p, b.lk, b.lq * b.lk, q + b.oq * D, D, Nq * D, T(0),
                                    c.d_k.data() + b.ok * D, D, Nk * D, H);
     }
-    if (s_.rotary_base > 0) {
-      ops<B>::rotary(c.d_q.cview(), c.cos_q.cview(), c.sin_q.cview(), c.d_q.view(), true);
-      ops<B>::rotary(c.d_k.cview(), key_table(c.cos_q, c.cos_k, pk), key_table(c.sin_q, c.sin_k, pk), c.d_k.view(), true);
+    rotate_back_packed(c, pk);
+  }
+
+  // Back through the rotary turn of packed q and k: the inverse rotation.
+  void rotate_back_packed(Cache& c, const AttentionPacking& pk) const {
+    if (s_.rotary_base <= 0) return;
+    ops<B>::rotary(c.d_q.cview(), c.cos_q.cview(), c.sin_q.cview(), c.d_q.view(), true);
+    ops<B>::rotary(c.d_k.cview(), key_table(c.cos_q, c.cos_k, pk), key_table(c.sin_q, c.sin_k, pk), c.d_k.view(), true);
+  }
+
+  // The blockwise op's arguments for the cache's (turned) q, k, v.
+  BlockwiseAttention<T> blockwise_args(const T* bias, bool causal, Cache& c) const {
+    BlockwiseAttention<T> a;
+    a.packing = c.packed;
+    a.heads = s_.heads;
+    a.d_head = s_.d_head;
+    a.q = c.q.data();
+    a.k = c.k.data();
+    a.v = c.v.data();
+    a.bias = bias;
+    a.causal = causal;
+    a.scale = static_cast<T>(s_.scale);
+    if (dropout_.active(c.key)) {
+      a.dropout = static_cast<T>(dropout_.p);
+      a.seed = c.key.seed;
+      a.stream = c.key.stream();
     }
+    c.bias_seen = bias;
+    c.causal_seen = causal;
+    return a;
   }
 
   // The keys' rotary table: the queries' one when both are the same packing.

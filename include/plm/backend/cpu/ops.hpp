@@ -7,6 +7,7 @@
 // is what gradient checks use). Shapes are checked at entry; a mismatch raises
 // plm::Error naming the op and the shapes.
 #include "plm/backend/cpu/activation.hpp"
+#include "plm/backend/cpu/blockwise_attention.hpp"
 #include "plm/backend/cpu/cross_entropy.hpp"
 #include "plm/backend/cpu/dropout.hpp"
 #include "plm/backend/cpu/elementwise.hpp"
@@ -26,6 +27,7 @@ struct ops<cpu> : detail::cpu_gemm,
                   detail::matmul_op<cpu>,
                   detail::cpu_elementwise,
                   detail::cpu_softmax,
+                  detail::cpu_blockwise_attention,
                   detail::cpu_norm,
                   detail::cpu_activation,
                   detail::cpu_embedding,
