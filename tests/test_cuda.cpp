@@ -257,6 +257,97 @@ TEST_CASE_TEMPLATE("cuda: a packed batch (Ankh3 and ESM-2) gives the CPU's loss,
   }
 }
 
+TEST_CASE_TEMPLATE("cuda: blockwise attention gives the CPU's context, log-sum-exp and gradients, the same bits every run", T, float,
+                   double) {
+  // Self-attention over lengths {5, 1, 9}, and cross-attention of {3, 7, 2} queries on {4, 2, 6} keys,
+  // whose causal rule leaves rows of the second sequence no key (ctx 0, lse -inf on both backends).
+  const double lim = std::is_same_v<T, double> ? 1e-12 : 1e-5;
+  const index_t H = 3, D = 8;
+  const AttentionPacking self = AttentionPacking::self(Packing({5, 1, 9}));
+  const AttentionPacking cross(Packing({3, 7, 2}), Packing({4, 2, 6}));
+  // Largest relative difference, an exact match (-inf lse included) counting as 0.
+  auto lse_diff = [](const Tensor<cpu, T>& want, const Tensor<cuda, T>& got) {
+    const Tensor<cpu, T> g = down<T>(got);
+    double w = 0;
+    for (index_t i = 0; i < want.numel(); ++i) {
+      const double x = static_cast<double>(g.data()[i]), y = static_cast<double>(want.data()[i]);
+      const double d = x == y ? 0.0 : std::abs(x - y) / std::max(1.0, std::abs(y));
+      if (!(d <= w)) w = std::isnan(d) ? INFINITY : d;
+    }
+    return w;
+  };
+  auto same_bits = [](const Tensor<cuda, T>& a, const Tensor<cuda, T>& b) {
+    const Tensor<cpu, T> x = down<T>(a), y = down<T>(b);
+    return std::memcmp(x.data(), y.data(), static_cast<std::size_t>(x.numel()) * sizeof(T)) == 0;
+  };
+  for (const AttentionPacking* pk : {&self, &cross})
+    for (bool causal : {false, true})
+      for (double p : {0.0, 0.2})
+        for (bool with_bias : {true, false}) {
+          INFO("cross ", pk == &cross, ", causal ", causal, ", dropout ", p, ", bias ", with_bias);
+          const index_t Nq = pk->q.tokens(), Nk = pk->k.tokens(), pairs = H * pk->pairs();
+          const auto q = host_random<T>(Shape{H, Nq, D}, 120), k = host_random<T>(Shape{H, Nk, D}, 121);
+          const auto v = host_random<T>(Shape{H, Nk, D}, 122), bias = host_random<T>(Shape{pairs}, 123, -2, 2);
+          const auto dctx = host_random<T>(Shape{H, Nq, D}, 124), dbias0 = host_random<T>(Shape{pairs}, 125);
+          BlockwiseAttention<T> a;
+          a.packing = pk;
+          a.heads = H, a.d_head = D;
+          a.causal = causal;
+          a.scale = T(0.4);
+          a.dropout = T(p);
+          a.seed = 31, a.stream = 7;
+          BlockwiseAttention<T> g = a;
+          a.q = q.data(), a.k = k.data(), a.v = v.data(), a.bias = with_bias ? bias.data() : nullptr;
+          Tensor<cpu, T> ctx(Shape{H, Nq, D}), lse(Shape{H, Nq}), dq(Shape{H, Nq, D}), dk(Shape{H, Nk, D}), dv(Shape{H, Nk, D});
+          Tensor<cpu, T> dbias = dbias0.clone();
+          C::blockwise_attention<T>(a, ctx.data(), lse.data());
+          C::blockwise_attention_backward<T>(a, ctx.data(), lse.data(), dctx.data(), dq.data(), dk.data(), dv.data(),
+                                             with_bias ? dbias.data() : nullptr);
+          const auto gq = up<T>(q), gk = up<T>(k), gv = up<T>(v), gbias = up<T>(bias), gdctx = up<T>(dctx);
+          g.q = gq.data(), g.k = gk.data(), g.v = gv.data(), g.bias = with_bias ? gbias.data() : nullptr;
+          auto run = [&](Tensor<cuda, T>& gctx, Tensor<cuda, T>& glse, Tensor<cuda, T>& gdq, Tensor<cuda, T>& gdk,
+                         Tensor<cuda, T>& gdv, Tensor<cuda, T>& gdbias) {
+            gctx.resize(ctx.shape()), glse.resize(lse.shape()), gdq.resize(dq.shape()), gdk.resize(dk.shape()), gdv.resize(dv.shape());
+            gdbias = up<T>(dbias0);
+            G::fill<T>(gdq, T(7)), G::fill<T>(gdk, T(7)), G::fill<T>(gdv, T(7));  // written, not added to
+            G::blockwise_attention<T>(g, gctx.data(), glse.data());
+            G::blockwise_attention_backward<T>(g, gctx.data(), glse.data(), gdctx.data(), gdq.data(), gdk.data(), gdv.data(),
+                                               with_bias ? gdbias.data() : nullptr);
+          };
+          Tensor<cuda, T> gctx, glse, gdq, gdk, gdv, gdbias;
+          run(gctx, glse, gdq, gdk, gdv, gdbias);
+          CHECK_CLOSE(ctx.cview(), gctx.cview(), lim);
+          CHECK(lse_diff(lse, glse) <= lim);
+          CHECK_CLOSE(dq.cview(), gdq.cview(), lim);
+          CHECK_CLOSE(dk.cview(), gdk.cview(), lim);
+          CHECK_CLOSE(dv.cview(), gdv.cview(), lim);
+          CHECK_CLOSE(dbias.cview(), gdbias.cview(), lim);
+          // No atomics: a second run gives the same bits.
+          Tensor<cuda, T> rctx, rlse, rdq, rdk, rdv, rdbias;
+          run(rctx, rlse, rdq, rdk, rdv, rdbias);
+          CHECK(same_bits(gctx, rctx));
+          CHECK(same_bits(glse, rlse));
+          CHECK(same_bits(gdq, rdq));
+          CHECK(same_bits(gdk, rdk));
+          CHECK(same_bits(gdv, rdv));
+          CHECK(same_bits(gdbias, rdbias));
+        }
+  // An empty packing is a no-op; a d_head past what a warp holds is refused by name.
+  const AttentionPacking none;
+  BlockwiseAttention<T> e;
+  e.packing = &none;
+  e.heads = 2, e.d_head = 4;
+  G::blockwise_attention<T>(e, nullptr, nullptr);
+  G::blockwise_attention_backward<T>(e, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr);
+  Tensor<cuda, T> big(Shape{2, 1, 129});
+  const AttentionPacking one = AttentionPacking::self(Packing({1}));
+  e.packing = &one;
+  e.d_head = 129;
+  e.q = e.k = e.v = big.data();
+  CHECK(error_of([&] { G::blockwise_attention<T>(e, big.data(), big.data()); }).find("blockwise_attention: d_head 129 exceeds the 128") !=
+        std::string::npos);
+}
+
 TEST_CASE("cuda: a few AdamW training steps give the CPU's loss sequence; steady state allocates nothing") {
   MathScope fp32(CudaMath::fp32);
   nn::T5Config cfg = small_config();

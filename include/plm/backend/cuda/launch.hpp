@@ -13,6 +13,7 @@
 
 namespace plm {
 struct CrossEntropySums;
+template <class T> struct BlockwiseAttention;
 }
 
 namespace plm::detail::cu {
@@ -44,6 +45,16 @@ void masked_softmax(const T* scores, T* probs, index_t B, index_t H, index_t Tq,
 template <class T>
 void masked_softmax_backward(const T* probs, const T* dprobs, T* dscores, index_t B, index_t H, index_t Tq, index_t Tk, T scale,
                              T* dbias, bool shared_bias);
+
+// Packed attention without the probability tensor (backend/blockwise_attention.hpp). offsets, on the
+// device, holds for S = a.packing->sequences() the query token offsets, the key token offsets and
+// H * AttentionPacking::blocks, S + 1 of each, end to end. The backward also writes drow (H, Nq),
+// each query row's dot(dctx, ctx), which its second kernel reads.
+constexpr index_t blockwise_attention_max_d_head = 128;  // 4 dimensions per lane of a warp
+template <class T> void blockwise_attention(const BlockwiseAttention<T>& a, const index_t* offsets, T* ctx, T* lse);
+template <class T>
+void blockwise_attention_backward(const BlockwiseAttention<T>& a, const index_t* offsets, const T* ctx, const T* lse, const T* dctx,
+                                  T* dq, T* dk, T* dv, T* dbias, T* drow);
 
 template <class T> void rms_norm(const T* x, const T* w, T eps, T* y, T* inv_rms, index_t rows, index_t C);
 template <class T>

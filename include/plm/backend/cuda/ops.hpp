@@ -9,7 +9,9 @@
 // fill, copy, convert and gather also take bf16.
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
+#include "plm/backend/blockwise_attention.hpp"
 #include "plm/backend/checks.hpp"
 #include "plm/backend/cross_entropy_sums.hpp"
 #include "plm/backend/cuda/launch.hpp"
@@ -115,6 +117,35 @@ struct ops<cuda> : detail::matmul_op<cuda> {
     if (probs.numel() == 0) return;
     detail::cu::masked_softmax_backward<T>(probs.data(), dprobs.data(), dscores.data(), probs.dim(0), probs.dim(1), probs.dim(2),
                                            probs.dim(3), scale, dbias.data(), shared);
+  }
+
+  // Packed attention without the probability tensor (backend/blockwise_attention.hpp).
+  // ctx (H, Nq, D) and lse (H, Nq), the log-sum-exp of each query row's logits, are written.
+  // A query row that sees no key gets ctx 0 and lse -inf.
+  template <class T>
+  static void blockwise_attention(const BlockwiseAttention<T>& a, T* ctx, T* lse) {
+    detail::require_compute_type<T>("blockwise_attention");
+    detail::check_blockwise_attention("blockwise_attention", a);
+    if (a.packing->q.tokens() == 0) return;
+    check_blockwise_d_head("blockwise_attention", a.d_head);
+    PLM_CHECK(ctx && lse, "blockwise_attention: ctx and lse must not be null");
+    const Tensor<cuda, index_t> offsets = blockwise_offsets(a);
+    detail::cu::blockwise_attention<T>(a, offsets.data(), ctx, lse);
+  }
+  // From dctx (H, Nq, D): dq (H, Nq, D), dk, dv (H, Nk, D) are WRITTEN; dbias (H * pairs values),
+  // when not null, is ADDED to (the gradient of the logits, before the scale).
+  template <class T>
+  static void blockwise_attention_backward(const BlockwiseAttention<T>& a, const T* ctx, const T* lse, const T* dctx, T* dq, T* dk,
+                                           T* dv, T* dbias) {
+    detail::require_compute_type<T>("blockwise_attention_backward");
+    detail::check_blockwise_attention("blockwise_attention_backward", a);
+    if (a.packing->q.tokens() == 0) return;
+    check_blockwise_d_head("blockwise_attention_backward", a.d_head);
+    PLM_CHECK(ctx && lse && dctx, "blockwise_attention_backward: ctx, lse and dctx must not be null");
+    PLM_CHECK(dq && dk && dv, "blockwise_attention_backward: dq, dk and dv must not be null");
+    const Tensor<cuda, index_t> offsets = blockwise_offsets(a);
+    Tensor<cuda, T> drow(Shape{a.heads * a.packing->q.tokens()});  // dot(dctx, ctx) per query row, between the two kernels
+    detail::cu::blockwise_attention_backward<T>(a, offsets.data(), ctx, lse, dctx, dq, dk, dv, dbias, drow.data());
   }
 
   // ---- norms -----------------------------------------------------------------
@@ -261,6 +292,28 @@ struct ops<cuda> : detail::matmul_op<cuda> {
     detail::require_compute_type<T>(op);
     detail::check_unary_backward(op, x.shape(), dy.shape(), dx.shape());
     detail::cu::activation_backward<T>(kind, x.data(), dy.data(), dx.data(), x.numel());
+  }
+  // A warp holds a row of d_head values, 32 lanes by 4.
+  static void check_blockwise_d_head(const char* op, index_t d_head) {
+    PLM_CHECK(d_head <= detail::cu::blockwise_attention_max_d_head, op, ": d_head ", d_head, " exceeds the ",
+              detail::cu::blockwise_attention_max_d_head, " the CUDA kernels support");
+  }
+  // The packing's query offsets, key offsets and H * blocks (S + 1 each) on the device. The upload
+  // waits for the copy; the buffer goes back to the allocator's cache when the op returns, which is
+  // safe with the kernels still queued: the cache hands it out only to later work on the same stream.
+  template <class T>
+  static Tensor<cuda, index_t> blockwise_offsets(const BlockwiseAttention<T>& a) {
+    const AttentionPacking& pk = *a.packing;
+    const std::size_t n = static_cast<std::size_t>(pk.sequences()) + 1;
+    std::vector<index_t> h(3 * n);
+    for (std::size_t i = 0; i < n; ++i) {
+      h[i] = pk.q.offsets()[i];
+      h[n + i] = pk.k.offsets()[i];
+      h[2 * n + i] = a.heads * pk.blocks[i];
+    }
+    Tensor<cuda, index_t> d(Shape{static_cast<index_t>(3 * n)});
+    upload(h.data(), d.view());
+    return d;
   }
   static void check_ids(const char* op, CView<std::int32_t> ids, index_t vocab) {
     const index_t bad = detail::cu::find_bad_id(ids.data(), ids.numel(), vocab);

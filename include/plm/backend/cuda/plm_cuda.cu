@@ -2,6 +2,7 @@
 // file to the program that links it; nvcc compiles it once there. It defines
 // CudaContext, memory<cuda> and every kernel entry point declared in
 // launch.hpp, instantiated for the element types below.
+#include "plm/backend/cuda/blockwise_attention.cuh"
 #include "plm/backend/cuda/context.cuh"
 #include "plm/backend/cuda/cross_entropy.cuh"
 #include "plm/backend/cuda/elementwise.cuh"
@@ -47,6 +48,9 @@ template void convert<bf16, double>(const bf16*, double*, index_t);
   template void masked_softmax<T>(const T*, T*, index_t, index_t, index_t, index_t, const T*, bool, const std::uint8_t*,    \
                                   bool, T);                                                                                  \
   template void masked_softmax_backward<T>(const T*, const T*, T*, index_t, index_t, index_t, index_t, T, T*, bool);        \
+  template void blockwise_attention<T>(const BlockwiseAttention<T>&, const index_t*, T*, T*);                                \
+  template void blockwise_attention_backward<T>(const BlockwiseAttention<T>&, const index_t*, const T*, const T*, const T*, \
+                                                T*, T*, T*, T*, T*);                                                         \
   template void rms_norm<T>(const T*, const T*, T, T*, T*, index_t, index_t);                                                \
   template void rms_norm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, index_t, index_t);                      \
   template void layer_norm<T>(const T*, const T*, const T*, T, T*, T*, T*, index_t, index_t);                                \
