@@ -39,17 +39,6 @@ using bench_real::Timing;
 
 namespace {
 
-// Ankh3 blocks (gated silu, RMS norm, relative buckets), 4 encoder and 2 decoder layers.
-nn::T5Config config_of(int width, std::int32_t vocab) {
-  nn::T5Config c = nn::T5Config::ankh3_small();
-  if (width == 256) c.d_model = 256, c.d_kv = 64, c.num_heads = 4, c.d_ff = 1024;
-  else if (width == 768) c.d_model = 768, c.d_kv = 64, c.num_heads = 12, c.d_ff = 3072;
-  else PLM_FAIL("ankh3_real_step: --width must be 256 or 768, not ", width);
-  c.num_layers = 4, c.num_decoder_layers = 2, c.vocab_size = vocab, c.feed_forward_proj = "gated-silu", c.dropout_rate = 0;
-  c.tie_word_embeddings = false;
-  return c;
-}
-
 struct Batch {
   std::vector<samplers::Seq2SeqExample> examples;
   index_t real = 0, padded = 0;  // input + target tokens, without and with padding to the longest
@@ -130,7 +119,7 @@ Timing plm_passes(const Options& a, const nn::T5Config& c, const std::vector<Bat
 
 int bench(const Options& a) {
   const data::Vocabulary vocab = data::Vocabulary::ankh3();
-  const nn::T5Config c = config_of(a.width, vocab.size());
+  const nn::T5Config c = bench_real::ankh3_config(a.width, vocab.size());
   const auto batches = real_batches(a, vocab);
   index_t real = 0, padded = 0, rows = 0;
   for (const auto& b : batches) real += b.real, padded += b.padded, rows += static_cast<index_t>(b.examples.size());

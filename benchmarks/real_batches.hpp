@@ -3,6 +3,7 @@
 // options, timed passes over the batches, the table of rows relative to plm's
 // packed pass, and the Python peer (eager and torch.compile) run on the
 // batches file the program writes.
+#include <plm/nn/config.hpp>
 #include <plm/plm.hpp>
 
 #include <nlohmann/json.hpp>
@@ -32,6 +33,18 @@ struct Options {
 struct Timing {
   double median = 0, min = 0, max = 0;
 };
+
+// The Ankh3 blocks of the T5 benchmarks (gated silu, RMS norm, relative
+// buckets, untied head) at d_model 256 or 768, 4 encoder and 2 decoder layers.
+inline nn::T5Config ankh3_config(int width, std::int32_t vocab) {
+  nn::T5Config c = nn::T5Config::ankh3_small();
+  if (width == 256) c.d_model = 256, c.d_kv = 64, c.num_heads = 4, c.d_ff = 1024;
+  else if (width == 768) c.d_model = 768, c.d_kv = 64, c.num_heads = 12, c.d_ff = 3072;
+  else PLM_FAIL("--width must be 256 or 768, not ", width);
+  c.num_layers = 4, c.num_decoder_layers = 2, c.vocab_size = vocab, c.feed_forward_proj = "gated-silu", c.dropout_rate = 0;
+  c.tie_word_embeddings = false;
+  return c;
+}
 
 // A warm-up pass (it sizes every workspace), then `passes` timed passes of
 // step(k) for every batch k: the median pass and the extremes.
