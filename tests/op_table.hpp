@@ -1618,6 +1618,39 @@ std::vector<OpCase<Bs...>> op_table() {
     }
   }
 
+  // ---- the gated feed-forward's fused activation: g = act(h0) h1 ---------------------
+  for (const Activation& act :
+       {Activation{"gelu", ref::gelu}, Activation{"gelu_erf", ref::gelu_erf}, Activation{"silu", ref::silu}, Activation{"relu", ref::relu}}) {
+    const std::string name = act.name;
+    auto f = act.f;
+    const plm::Activation kind = name == "gelu" ? plm::Activation::gelu
+                                 : name == "gelu_erf" ? plm::Activation::gelu_erf
+                                 : name == "silu" ? plm::Activation::silu
+                                                  : plm::Activation::relu;
+    for (int small = 0; small < 2; ++small) {
+      const Shape s = small ? Shape{3, 5} : Shape{2, 4099};
+      auto& e = add("gated", concat(name, small ? ", small, for finite differences" : ", crosses the 4096-element pieces"))
+                    .in("h0", s, small ? away_from_zero(uniform(-4, 4), 1e-3) : uniform(-6, 6))
+                    .grad("h0")
+                    .in("h1", s)
+                    .grad("h1")
+                    .out("g", s)
+                    .forward([kind](auto& io, auto O) { O.gated(kind, io.in("h0"), io.in("h1"), io.out("g")); })
+                    .backward([kind](auto& io, auto O) {
+                      O.gated_backward(kind, io.in("h0"), io.in("h1"), io.dout("g"), io.grad("h0"), io.grad("h1"));
+                    })
+                    .reference([f](Ref& r) {
+                      for (index_t i = 0; i < r.in("h0").numel(); ++i)
+                        r.out("g").data()[i] = f(r.in("h0").data()[i]) * r.in("h1").data()[i];
+                    });
+      if (name == "relu") e.tolerance(0, 0).exact();
+      else e.tolerance(2e-6, 1e-14);
+      if (small && name == "silu")
+        e.error({reshape("h1", Shape{3, 4})}, {"gated: h0 (3, 5) and h1 (3, 4)"})
+            .error({reshape("grad h1", Shape{5, 3})}, {"gated_backward: h0 (3, 5) and output (5, 3)"});
+    }
+  }
+
   // ---- embeddings: gather rows by id, scatter-add them back -------------------------
   auto add_gather = [&](std::string variant, index_t V, index_t C, Shape ids_shape, Init ids) -> Case& {
     Shape rows_shape = ids_shape.rank() == 1 ? Shape{ids_shape[0], C} : Shape{ids_shape[0], ids_shape[1], C};

@@ -98,6 +98,7 @@ TEST_CASE("op table: covers every op of ops<cpu>, and every op with a backward h
                                             "gelu",
                                             "silu",
                                             "relu",
+                                            "gated",
                                             "gather",
                                             "scatter_add",
                                             "sum",

@@ -161,6 +161,13 @@ inline void check_unary_backward(const char* op, const Shape& x, const Shape& dy
   check_same_shape(op, "x", x, "dx", dx);
 }
 
+// The gated activation: h0, h1 and the two others all of one shape.
+inline void check_gated(const char* op, const Shape& h0, const Shape& h1, const Shape& a, const Shape& b) {
+  check_same_shape(op, "h0", h0, "h1", h1);
+  check_same_shape(op, "h0", h0, "output", a);
+  check_same_shape(op, "h0", h0, "output", b);
+}
+
 // Embedding: table (V, C), ids (...) of rank 1 to 3, rows (..., C).
 inline void check_embedding(const char* op, const Shape& table, const Shape& ids, const Shape& rows) {
   PLM_CHECK(table.rank() == 2, op, ": table ", table, " must be (V, C)");

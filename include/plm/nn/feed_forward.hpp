@@ -26,7 +26,7 @@ template <class B, class T, class Act, class Gate>
 class FeedForward {
  public:
   struct Cache {
-    Tensor<B, T> h0, h1, a, g;  // (..., d_ff): pre-activation, linear branch, activation, hidden after dropout
+    Tensor<B, T> h0, h1, g;  // (..., d_ff): pre-activation, linear branch (gated), hidden after dropout
     Tensor<B, T> dg, dh0, dh1;  // backward workspaces
     DropoutKey key;
   };
@@ -60,16 +60,14 @@ class FeedForward {
     const Shape hs = hidden_shape(x.shape());
     c.key = key;
     c.h0.resize(hs);
-    c.a.resize(hs);
     c.g.resize(hs);
     wi0_.forward(x, c.h0.view());
-    Act::forward(c.h0.cview(), c.a.view());
-    if constexpr (Gate::gated) {
+    if constexpr (Gate::gated) {  // act(h0) * h1 in one pass; the backward recomputes act(h0)
       c.h1.resize(hs);
       wi1_.forward(x, c.h1.view());
-      ops<B>::mul(c.a.cview(), c.h1.cview(), c.g.view());
+      ops<B>::gated(Act::kind, c.h0.cview(), c.h1.cview(), c.g.view());
     } else {
-      ops<B>::copy(c.a.cview(), c.g.view());
+      Act::forward(c.h0.cview(), c.g.view());
     }
     if (dropout_.active(key)) dropout_.forward(c.g.cview(), c.g.view(), key);
     wo_.forward(c.g.cview(), y);
@@ -83,10 +81,8 @@ class FeedForward {
     wo_.backward(c.g.cview(), dy, c.dg.view());
     if (dropout_.active(c.key)) dropout_.backward(c.dg.cview(), c.dg.view(), c.key);
     if constexpr (Gate::gated) {
-      c.dh1.resize(hs);
-      ops<B>::mul(c.dg.cview(), c.a.cview(), c.dh1.view());  // d(x Wi1) = dg * a
-      ops<B>::mul(c.dg.cview(), c.h1.cview(), c.dg.view());  // da = dg * h1
-      Act::backward(c.h0.cview(), c.dg.cview(), c.dh0.view());
+      c.dh1.resize(hs);  // d(x Wi1) = dg * act(h0), d(x Wi0) = dg * h1 * act'(h0)
+      ops<B>::gated_backward(Act::kind, c.h0.cview(), c.h1.cview(), c.dg.cview(), c.dh0.view(), c.dh1.view());
       wi0_.backward(x, c.dh0.cview(), dx, false);
       wi1_.backward(x, c.dh1.cview(), dx, true);
     } else {

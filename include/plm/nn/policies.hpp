@@ -4,33 +4,38 @@
 // arguments; sizes stay runtime values in the config.
 #include <string>
 
+#include "plm/backend/activation_kind.hpp"
 #include "plm/backend/ops.hpp"
 #include "plm/nn/norm.hpp"
 
 namespace plm::nn {
 
-// --- activations: forward(x, y), backward(x, dy, dx) ---
+// --- activations: forward(x, y), backward(x, dy, dx); kind for the fused gated op ---
 struct GeluTanh {  // Hugging Face "gelu_new"
   static constexpr const char* name = "gelu_new";
   static constexpr const char* short_name = "gelu";
+  static constexpr Activation kind = Activation::gelu;
   template <class B, class T> static void forward(ConstView<B, T> x, TensorView<B, T> y) { ops<B>::gelu(x, y); }
   template <class B, class T> static void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx) { ops<B>::gelu_backward(x, dy, dx); }
 };
 struct GeluErf {  // the exact GELU: Hugging Face "gelu", ESM's and BERT's
   static constexpr const char* name = "gelu";
   static constexpr const char* short_name = "gelu_erf";
+  static constexpr Activation kind = Activation::gelu_erf;
   template <class B, class T> static void forward(ConstView<B, T> x, TensorView<B, T> y) { ops<B>::gelu_erf(x, y); }
   template <class B, class T> static void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx) { ops<B>::gelu_erf_backward(x, dy, dx); }
 };
 struct Silu {
   static constexpr const char* name = "silu";
   static constexpr const char* short_name = "silu";
+  static constexpr Activation kind = Activation::silu;
   template <class B, class T> static void forward(ConstView<B, T> x, TensorView<B, T> y) { ops<B>::silu(x, y); }
   template <class B, class T> static void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx) { ops<B>::silu_backward(x, dy, dx); }
 };
 struct Relu {
   static constexpr const char* name = "relu";
   static constexpr const char* short_name = "relu";
+  static constexpr Activation kind = Activation::relu;
   template <class B, class T> static void forward(ConstView<B, T> x, TensorView<B, T> y) { ops<B>::relu(x, y); }
   template <class B, class T> static void backward(ConstView<B, T> x, ConstView<B, T> dy, TensorView<B, T> dx) { ops<B>::relu_backward(x, dy, dx); }
 };

@@ -132,6 +132,29 @@ template <class T> void activation_backward(Act a, const T* x, const T* dy, T* d
   check_launch("activation_backward");
 }
 
+// The gated feed-forward's activation, fused as ops<cpu>::gated: g = act(h0) h1;
+// backward dh1 = dg act(h0), dh0 = dg h1 act'(h0) (dh0 may alias dg).
+template <class T> __global__ void gated_kernel(Act a, const T* h0, const T* h1, T* g, index_t n) {
+  PLM_GRID_STRIDE(i, n) g[i] = act_forward(a, h0[i]) * h1[i];
+}
+template <class T> __global__ void gated_bw_kernel(Act a, const T* h0, const T* h1, const T* dg, T* dh0, T* dh1, index_t n) {
+  PLM_GRID_STRIDE(i, n) {
+    const T x = h0[i], d = dg[i];
+    dh1[i] = d * act_forward(a, x);
+    dh0[i] = d * h1[i] * act_derivative(a, x);
+  }
+}
+template <class T> void gated(Act a, const T* h0, const T* h1, T* g, index_t n) {
+  if (n == 0) return;
+  gated_kernel<<<blocks_for(n), threads_per_block, 0, stream()>>>(a, h0, h1, g, n);
+  check_launch("gated");
+}
+template <class T> void gated_backward(Act a, const T* h0, const T* h1, const T* dg, T* dh0, T* dh1, index_t n) {
+  if (n == 0) return;
+  gated_bw_kernel<<<blocks_for(n), threads_per_block, 0, stream()>>>(a, h0, h1, dg, dh0, dh1, n);
+  check_launch("gated_backward");
+}
+
 // Inverted dropout: thread k handles Philox block k (elements 4k .. 4k+3),
 // exactly the draws ops<cpu> uses.
 template <class T> __global__ void dropout_kernel(const T* x, T* y, index_t n, float p, T scale, std::uint64_t seed, std::uint64_t st) {

@@ -67,6 +67,8 @@ void layer_norm_backward(const T* x, const T* w, const T* mean, const T* rstd, c
 
 template <class T> void activation(Act a, const T* x, T* y, index_t n);
 template <class T> void activation_backward(Act a, const T* x, const T* dy, T* dx, index_t n);
+template <class T> void gated(Act a, const T* h0, const T* h1, T* g, index_t n);
+template <class T> void gated_backward(Act a, const T* h0, const T* h1, const T* dg, T* dh0, T* dh1, index_t n);
 
 // Returns the first flat position whose id is outside [0, V), or -1.
 index_t find_bad_id(const std::int32_t* ids, index_t n, index_t V);

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "plm/backend/activation_kind.hpp"
 #include "plm/backend/blockwise_attention.hpp"
 #include "plm/backend/checks.hpp"
 #include "plm/backend/cross_entropy_sums.hpp"
@@ -188,6 +189,20 @@ struct ops<cuda> : detail::matmul_op<cuda> {
   template <class T> static void gelu_erf_backward(CView<T> x, CView<T> dy, View<T> dx) { act_bw("gelu_erf_backward", detail::cu::Act::gelu_erf, x, dy, dx); }
   template <class T> static void silu_backward(CView<T> x, CView<T> dy, View<T> dx) { act_bw("silu_backward", detail::cu::Act::silu, x, dy, dx); }
   template <class T> static void relu_backward(CView<T> x, CView<T> dy, View<T> dx) { act_bw("relu_backward", detail::cu::Act::relu, x, dy, dx); }
+  // The gated feed-forward's activation in one pass (ops<cpu>::gated).
+  template <class T>
+  static void gated(Activation kind, CView<T> h0, CView<T> h1, View<T> g) {
+    detail::require_compute_type<T>("gated");
+    detail::check_gated("gated", h0.shape(), h1.shape(), g.shape(), g.shape());
+    detail::cu::gated<T>(act_of(kind), h0.data(), h1.data(), g.data(), h0.numel());
+  }
+  template <class T>
+  static void gated_backward(Activation kind, CView<T> h0, CView<T> h1, CView<T> dg, View<T> dh0, View<T> dh1) {
+    detail::require_compute_type<T>("gated_backward");
+    detail::check_gated("gated_backward", h0.shape(), h1.shape(), dg.shape(), dh0.shape());
+    detail::check_gated("gated_backward", h0.shape(), h1.shape(), dg.shape(), dh1.shape());
+    detail::cu::gated_backward<T>(act_of(kind), h0.data(), h1.data(), dg.data(), dh0.data(), dh1.data(), h0.numel());
+  }
 
   // ---- embeddings --------------------------------------------------------------
   template <class T>
@@ -280,6 +295,15 @@ struct ops<cuda> : detail::matmul_op<cuda> {
     detail::require_compute_type<T>(op);
     detail::check_row_broadcast(op, x.shape(), row.shape(), out.shape());
     detail::cu::row_broadcast<T>(kind, x.data(), row.data(), out.data(), x.shape().rows(), x.dim(-1));
+  }
+  static detail::cu::Act act_of(Activation kind) {
+    switch (kind) {
+      case Activation::gelu: return detail::cu::Act::gelu;
+      case Activation::gelu_erf: return detail::cu::Act::gelu_erf;
+      case Activation::silu: return detail::cu::Act::silu;
+      case Activation::relu: return detail::cu::Act::relu;
+    }
+    PLM_FAIL("activation: unknown kind ", static_cast<int>(kind));
   }
   template <class T>
   static void act(const char* op, detail::cu::Act kind, CView<T> x, View<T> y) {

@@ -57,6 +57,8 @@ template void convert<bf16, double>(const bf16*, double*, index_t);
   template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, const T*, T*, T*, T*, index_t, index_t);      \
   template void activation<T>(Act, const T*, T*, index_t);                                                                   \
   template void activation_backward<T>(Act, const T*, const T*, T*, index_t);                                                \
+  template void gated<T>(Act, const T*, const T*, T*, index_t);                                                              \
+  template void gated_backward<T>(Act, const T*, const T*, const T*, T*, T*, index_t);                                       \
   template void scatter_add<T>(const std::int32_t*, const T*, T*, index_t, index_t);                                         \
   template double reduce<T>(Reduce, const T*, index_t);                                                                      \
   template void dropout<T>(const T*, T*, index_t, T, std::uint64_t, std::uint64_t);                                          \
