@@ -18,23 +18,40 @@
 // seen by several windows gets the mean of its states, and the protein's mean
 // and eos state are the means over its residues and windows.
 //
-// Proteins run in batches of similar length under a token budget; each row has
-// its own key mask, so the batching changes nothing but float rounding (other
-// GEMM shapes).
+// Proteins run in batches of similar length under a token budget. A model with
+// encode_packed (T5Model, EsmModel) takes each batch packed: no token of
+// padding, and attention blockwise, without the probabilities that an
+// embedding never reads. Other models (BertModel) take it padded, each row with
+// its own key mask. Either way the batching changes nothing but float rounding
+// (other GEMM shapes).
 #include <algorithm>
 #include <cstdint>
 #include <map>
 #include <numeric>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "plm/core/error.hpp"
+#include "plm/core/packing.hpp"
 #include "plm/core/tensor.hpp"
 #include "plm/data/tokenizer.hpp"
 #include "plm/samplers/batching.hpp"
 #include "plm/train/progress.hpp"
 
 namespace plm::train {
+
+namespace detail {
+// Whether Model has encode_packed(ids, packing, out, cache), as T5Model and EsmModel.
+template <class Model, class = void>
+struct has_encode_packed : std::false_type {};
+template <class Model>
+struct has_encode_packed<Model, std::void_t<decltype(std::declval<const Model&>().encode_packed(
+                                    std::declval<ConstView<typename Model::backend, std::int32_t>>(), std::declval<const Packing&>(),
+                                    std::declval<TensorView<typename Model::backend, typename Model::value_type>>(),
+                                    std::declval<typename Model::Cache&>()))>> : std::true_type {};
+}  // namespace detail
 
 enum class LongPolicy { error, truncate, windows };
 
@@ -196,6 +213,7 @@ Embeddings embed(const Model& model, const data::Tokenizer& tok, const std::vect
   typename Model::Cache cache;
   Tensor<B, std::int32_t> batch_ids;
   Tensor<B, std::uint8_t> valid;
+  std::vector<std::int32_t> flat;
   Tensor<B, T> out;
   std::vector<T> host;
   std::size_t done = 0;
@@ -204,10 +222,29 @@ Embeddings embed(const Model& model, const data::Tokenizer& tok, const std::vect
     std::size_t e = s + 1;
     while (e < order.size() && static_cast<long>((e - s + 1) * tokens[static_cast<std::size_t>(order[e])].size()) <= o.token_budget) ++e;
     const std::vector<index_t> rows(order.begin() + static_cast<long>(s), order.begin() + static_cast<long>(e));
-    samplers::pad_rows<B>(tokens, rows, v.pad_id(), batch_ids, valid);
-    const index_t Bn = batch_ids.dim(0), S = batch_ids.dim(1);
-    out.resize(Shape{Bn, S, C});
-    model.encode(batch_ids.cview(), valid.cview(), out.view(), cache);
+    const index_t Bn = static_cast<index_t>(rows.size());
+    std::vector<index_t> first(rows.size());  // the flat row of each protein's token 0 in the states
+    if constexpr (detail::has_encode_packed<Model>::value) {
+      std::vector<index_t> lengths;
+      flat.clear();
+      for (const index_t k : rows) {
+        const auto& t = tokens[static_cast<std::size_t>(k)];
+        lengths.push_back(static_cast<index_t>(t.size()));
+        flat.insert(flat.end(), t.begin(), t.end());
+      }
+      const Packing packing(lengths);
+      for (index_t b = 0; b < Bn; ++b) first[static_cast<std::size_t>(b)] = packing.offset(b);
+      batch_ids.resize(Shape{1, packing.tokens()});
+      upload(flat.data(), batch_ids.view());
+      out.resize(Shape{1, packing.tokens(), C});
+      model.encode_packed(batch_ids.cview(), packing, out.view(), cache);
+    } else {
+      samplers::pad_rows<B>(tokens, rows, v.pad_id(), batch_ids, valid);
+      const index_t S = batch_ids.dim(1);
+      for (index_t b = 0; b < Bn; ++b) first[static_cast<std::size_t>(b)] = b * S;
+      out.resize(Shape{Bn, S, C});
+      model.encode(batch_ids.cview(), valid.cview(), out.view(), cache);
+    }
     double residues = 0;
     for (std::size_t li = 0; li < layer_index.size(); ++li) {
       const int k = layer_index[li];
@@ -218,14 +255,14 @@ Embeddings embed(const Model& model, const data::Tokenizer& tok, const std::vect
         const Pass& p = passes[static_cast<std::size_t>(order[s + static_cast<std::size_t>(b)])];
         Acc& a = acc[li][p.protein];
         for (std::size_t t = 0; t < p.rows.size(); ++t) {
-          const T* h = host.data() + (b * S + p.rows[t]) * C;
+          const T* h = host.data() + (first[static_cast<std::size_t>(b)] + p.rows[t]) * C;
           auto& slot = a.columns[p.columns[t]];
           if (slot.first.empty()) slot.first.assign(static_cast<std::size_t>(C), 0.0);
           for (index_t c = 0; c < C; ++c) slot.first[static_cast<std::size_t>(c)] += h[c];
           ++slot.second;
         }
         if (p.eos_row >= 0) {
-          const T* h = host.data() + (b * S + p.eos_row) * C;
+          const T* h = host.data() + (first[static_cast<std::size_t>(b)] + p.eos_row) * C;
           if (a.eos.empty()) a.eos.assign(static_cast<std::size_t>(C), 0.0);
           for (index_t c = 0; c < C; ++c) a.eos[static_cast<std::size_t>(c)] += h[c];
           ++a.eos_count;
