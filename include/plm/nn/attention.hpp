@@ -230,7 +230,9 @@ class Attention {
       c.probs_dropped = Tensor<B, T>();
       c.ctx_h.resize(Shape{1, H, Nq, D});
       c.lse.resize(Shape{H, Nq});
-      ops<B>::blockwise_attention(blockwise_args(mask.bias.data(), mask.causal, c), c.ctx_h.data(), c.lse.data());
+      c.bias_seen = mask.bias.data();
+      c.causal_seen = mask.causal;
+      ops<B>::blockwise_attention(blockwise_args(c), c.ctx_h.data(), c.lse.data());
       return project_out(out, c);
     }
     c.probs.resize(Shape{H * pk.pairs()});
@@ -275,7 +277,7 @@ class Attention {
     if (c.blockwise) {
       PLM_CHECK(d_probs_extra.empty(), "Attention: a gradient on the probabilities was given, but the packed forward ran blockwise "
                 "and kept none; set Cache::keep_probs on this layer's cache before the forward");
-      ops<B>::blockwise_attention_backward(blockwise_args(c.bias_seen, c.causal_seen, c), c.ctx_h.data(), c.lse.data(),
+      ops<B>::blockwise_attention_backward(blockwise_args(c), c.ctx_h.data(), c.lse.data(),
                                            c.d_ctx_h.data(), c.d_q.data(), c.d_k.data(), c.d_v.data(), dbias.data());
       return rotate_back_packed(c, pk);
     }
@@ -317,8 +319,8 @@ class Attention {
     ops<B>::rotary(c.d_k.cview(), key_table(c.cos_q, c.cos_k, pk), key_table(c.sin_q, c.sin_k, pk), c.d_k.view(), true);
   }
 
-  // The blockwise op's arguments for the cache's (turned) q, k, v.
-  BlockwiseAttention<T> blockwise_args(const T* bias, bool causal, Cache& c) const {
+  // The blockwise op's arguments for the cache's (turned) q, k, v, bias and causal rule.
+  BlockwiseAttention<T> blockwise_args(const Cache& c) const {
     BlockwiseAttention<T> a;
     a.packing = c.packed;
     a.heads = s_.heads;
@@ -326,16 +328,14 @@ class Attention {
     a.q = c.q.data();
     a.k = c.k.data();
     a.v = c.v.data();
-    a.bias = bias;
-    a.causal = causal;
+    a.bias = c.bias_seen;
+    a.causal = c.causal_seen;
     a.scale = static_cast<T>(s_.scale);
     if (dropout_.active(c.key)) {
       a.dropout = static_cast<T>(dropout_.p);
       a.seed = c.key.seed;
       a.stream = c.key.stream();
     }
-    c.bias_seen = bias;
-    c.causal_seen = causal;
     return a;
   }
 
